@@ -1,0 +1,1 @@
+"""The agent: Claude carries out steps through guarded messaging tools."""

@@ -1,0 +1,1 @@
+"""Postgres: the server (embedded or configured), connections and migrations."""

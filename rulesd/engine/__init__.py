@@ -1,0 +1,1 @@
+"""The workflow engine: change events, enrollments and durable delayed steps."""

@@ -1,0 +1,1 @@
+"""Rule files: loading, validation, the condition language and templates."""

@@ -1,0 +1,1 @@
+"""The ServiceTitan API: entity catalog, HTTP client and a local simulator."""

@@ -1,0 +1,1 @@
+"""Sync: loads ServiceTitan records into the mirror tables and keeps them current."""
