@@ -1,0 +1,3 @@
+from rulesd.cli import main
+
+main()
