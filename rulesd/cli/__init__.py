@@ -85,9 +85,10 @@ def main(
 
 def _register_commands() -> None:
     # Each module defines one command or group; the import order is the help order.
-    from rulesd.cli import db
+    from rulesd.cli import db, validate
 
     main.add_command(db.db)
+    main.add_command(validate.validate)
 
 
 _register_commands()
