@@ -1,0 +1,296 @@
+"""Bulk upsert of API records into a mirror table.
+
+A batch is copied as ``(id, raw)`` into a temporary staging table, then
+one ``INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE … IS DISTINCT FROM``
+fills the typed columns with SQL casts from ``raw``. A row whose record did
+not change is not written, so it costs no I/O and its trigger writes no
+change event. All SQL is built from the entity catalog with
+``psycopg.sql``; no text from a record ever becomes part of a statement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from rulesd.servicetitan.catalog import Column, Entity
+
+logger = logging.getLogger(__name__)
+
+STAGING_TABLE = "rulesd_sync_staging"
+
+# A full read records every id it receives, for rulesd.sync.reconcile.
+SEEN_STATEMENT = sql.SQL(
+    "INSERT INTO st_sync_seen (entity, id) SELECT %s, id FROM {} ON CONFLICT DO NOTHING"
+).format(sql.Identifier(STAGING_TABLE))
+SEEN_ONE_STATEMENT = "INSERT INTO st_sync_seen (entity, id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+
+# Errors that one malformed record can cause in the batch statement: SQLSTATE
+# class 22, such as a value that does not cast or a \u0000 that jsonb
+# rejects. Only these send a batch down the slow row-by-row path; anything
+# else is a database failure and fails the entity.
+RECORD_ERRORS: tuple[type[psycopg.Error], ...] = (psycopg.DataError,)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """Row counts of one batch written to a mirror table."""
+
+    received: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(
+            received=self.received + other.received,
+            created=self.created + other.created,
+            updated=self.updated + other.updated,
+            unchanged=self.unchanged + other.unchanged,
+            failed=self.failed + other.failed,
+        )
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """A record whose typed columns could not be filled. Its ``raw`` was stored anyway."""
+
+    entity: str
+    record_id: int | None
+    error: str
+
+
+async def create_staging_table(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Create this connection's staging table, whose rows vanish at every commit."""
+    await conn.execute(
+        sql.SQL(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS {} (id bigint NOT NULL, raw jsonb NOT NULL) ON COMMIT DELETE ROWS"
+        ).format(sql.Identifier(STAGING_TABLE))
+    )
+
+
+def encode_batch(records: Iterable[Mapping[str, Any]]) -> tuple[list[bytes], list[int], list[RecordFailure]]:
+    """Encode records as COPY text lines ``id<TAB>json``, keeping the last copy of a repeated id.
+
+    Export feeds with recent changes can return the same record twice, and
+    one ``INSERT … ON CONFLICT`` may not touch a row twice. Returns the COPY
+    lines, the id of each line, and the records that had no usable id.
+    """
+    latest: dict[int, Mapping[str, Any]] = {}
+    failures: list[RecordFailure] = []
+    for record in records:
+        record_id = _record_id(record)
+        if record_id is None:
+            failures.append(RecordFailure("", None, f"record has no integer id: {_preview(record)}"))
+            continue
+        latest[record_id] = record
+
+    lines: list[bytes] = []
+    for record_id, record in latest.items():
+        # COPY's text format treats backslash as an escape character. JSON
+        # text never contains a raw tab or newline, so doubling backslashes
+        # is the only escaping needed.
+        lines.append(b"%d\t%s\n" % (record_id, _dump_json(record).replace(b"\\", b"\\\\")))
+    return lines, list(latest), failures
+
+
+def _record_id(record: Mapping[str, Any]) -> int | None:
+    value = record.get("id") if isinstance(record, Mapping) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _dump_json(record: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record)
+    except TypeError:
+        # orjson rejects integers wider than 64 bits, and the json module accepts them.
+        return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _preview(record: Any) -> str:
+    text = repr(record)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class Upserter:
+    """Writes batches of one entity's records through one connection's staging table."""
+
+    def __init__(self, entity: Entity, *, track_seen: bool = False) -> None:
+        self.entity = entity
+        self.track_seen = track_seen
+        self.statement = upsert_statement(entity)
+        self.raw_only_statement = raw_only_statement(entity)
+
+    async def write(self, conn: psycopg.AsyncConnection[Any], records: Sequence[Mapping[str, Any]]) -> tuple[UpsertCounts, list[RecordFailure]]:
+        """Upsert ``records`` inside the caller's transaction and count what changed.
+
+        A batch that fails on a bad value is retried one record at a time
+        under savepoints, so one malformed record costs only itself: it is
+        stored with its ``raw`` and no typed columns, and reported as failed.
+        """
+        lines, ids, failures = encode_batch(records)
+        failures = [RecordFailure(self.entity.name, f.record_id, f.error) for f in failures]
+        if not ids:
+            return UpsertCounts(received=len(records), failed=len(failures)), failures
+
+        try:
+            async with conn.transaction():
+                created, updated = await self._write_staged(conn, b"".join(lines))
+        except RECORD_ERRORS as exc:
+            logger.warning(
+                "batch of %d %s records has an invalid value (%s), so they are stored one at a time",
+                len(ids),
+                self.entity.name,
+                _first_line(exc),
+                extra={"event": "sync_batch_fallback", "entity": self.entity.name},
+            )
+            return await self._write_one_by_one(conn, records, lines, ids, failures)
+
+        unchanged = len(ids) - created - updated
+        counts = UpsertCounts(received=len(records), created=created, updated=updated, unchanged=unchanged, failed=len(failures))
+        return counts, failures
+
+    async def _write_staged(self, conn: psycopg.AsyncConnection[Any], data: bytes) -> tuple[int, int]:
+        async with conn.cursor() as cur:
+            async with cur.copy(sql.SQL("COPY {} (id, raw) FROM STDIN").format(sql.Identifier(STAGING_TABLE))) as copy:
+                await copy.write(data)
+            await cur.execute(self.statement)
+            row = await cur.fetchone()
+            if self.track_seen:
+                await cur.execute(SEEN_STATEMENT, (self.entity.name,))
+            await cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_TABLE)))
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def _write_one_by_one(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        records: Sequence[Mapping[str, Any]],
+        lines: list[bytes],
+        ids: list[int],
+        failures: list[RecordFailure],
+    ) -> tuple[UpsertCounts, list[RecordFailure]]:
+        counts = UpsertCounts(received=len(records), failed=len(failures))
+        by_id = {_record_id(r): r for r in records}
+        for line, record_id in zip(lines, ids, strict=True):
+            try:
+                async with conn.transaction():
+                    created, updated = await self._write_staged(conn, line)
+                counts = counts + UpsertCounts(created=created, updated=updated, unchanged=1 - created - updated)
+                continue
+            except RECORD_ERRORS as exc:
+                error = _first_line(exc)
+            failures.append(RecordFailure(self.entity.name, record_id, error))
+            counts = counts + UpsertCounts(failed=1)
+            await self._store_raw_only(conn, record_id, by_id[record_id])
+        return counts, failures
+
+    async def _store_raw_only(self, conn: psycopg.AsyncConnection[Any], record_id: int, record: Mapping[str, Any]) -> None:
+        # Keep the record so no data is lost; a later sync with a fixed value
+        # fills the typed columns. A record jsonb itself rejects cannot be kept.
+        try:
+            async with conn.transaction():
+                await conn.execute(self.raw_only_statement, (record_id, _dump_json(record).decode()))
+                if self.track_seen:
+                    await conn.execute(SEEN_ONE_STATEMENT, (self.entity.name, record_id))
+        except RECORD_ERRORS as exc:
+            logger.error(
+                "%s %d could not be stored at all: %s",
+                self.entity.name,
+                record_id,
+                _first_line(exc),
+                extra={"event": "sync_record_dropped", "entity": self.entity.name, "entity_id": record_id},
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@lru_cache(maxsize=None)
+def upsert_statement(entity: Entity) -> sql.Composed:
+    """Build the statement that moves the staging table into the entity's mirror table.
+
+    It returns one row: (rows inserted, rows updated). ``xmax = 0`` on a
+    returned row means the row was inserted rather than updated. A row is
+    updated only when its ``raw`` differs, or when a full sync had marked
+    it missing and it came back.
+    """
+    columns = _written_columns(entity)
+    names = [sql.Identifier(c.name) for c in columns]
+    casts = [cast_expression(c) for c in columns]
+    updates = [sql.SQL("{0} = excluded.{0}").format(name) for name in names if name != sql.Identifier("id")]
+    table = sql.Identifier(entity.table)
+    return sql.SQL(
+        "WITH written AS ("
+        " INSERT INTO {table} AS t ({names}, raw, synced_at)"
+        " SELECT {casts}, s.raw, now() FROM {staging} AS s"
+        " ON CONFLICT (id) DO UPDATE SET {updates}, raw = excluded.raw, synced_at = excluded.synced_at,"
+        " missing_since = NULL"
+        " WHERE t.raw IS DISTINCT FROM excluded.raw OR t.missing_since IS NOT NULL"
+        " RETURNING (xmax = 0) AS inserted"
+        ") SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    ).format(
+        table=table,
+        names=sql.SQL(", ").join(names),
+        casts=sql.SQL(", ").join(casts),
+        staging=sql.Identifier(STAGING_TABLE),
+        updates=sql.SQL(", ").join(updates),
+    )
+
+
+@lru_cache(maxsize=None)
+def raw_only_statement(entity: Entity) -> sql.Composed:
+    """Build the statement that stores one record's ``raw`` with every typed column null."""
+    columns = [c for c in _written_columns(entity) if c.name != "id"]
+    nulls = [sql.SQL("{} = NULL").format(sql.Identifier(c.name)) for c in columns]
+    return sql.SQL(
+        "INSERT INTO {table} AS t (id, raw, synced_at) VALUES (%s, %s::jsonb, now())"
+        " ON CONFLICT (id) DO UPDATE SET {nulls}, raw = excluded.raw, synced_at = excluded.synced_at, missing_since = NULL"
+    ).format(table=sql.Identifier(entity.table), nulls=sql.SQL(", ").join(nulls))
+
+
+def _written_columns(entity: Entity) -> tuple[Column, ...]:
+    return entity.writable_columns
+
+
+def cast_expression(column: Column) -> sql.Composable:
+    """Build the SQL expression that reads ``column`` from ``s.raw`` and casts it to its type.
+
+    Postgres parses the casts itself: numbers sent as strings (accounting
+    money), timestamps with seven fractional digits, ``true``/``false``.
+    Empty strings become null for every non-text type.
+    """
+    assert column.source is not None
+    path = column.source.split(".")
+    if column.type == "jsonb":
+        return _json_path(path, as_text=False)
+    text = _json_path(path, as_text=True)
+    if column.type == "text":
+        return text
+    return sql.SQL("NULLIF({}, '')::{}").format(text, sql.SQL(column.type))
+
+
+def _json_path(path: list[str], *, as_text: bool) -> sql.Composable:
+    expression: sql.Composable = sql.SQL("s.raw")
+    for index, key in enumerate(path):
+        last = index == len(path) - 1
+        operator = "->>" if (last and as_text) else "->"
+        expression = sql.SQL("{} {} {}").format(expression, sql.SQL(operator), sql.Literal(key))
+    return sql.SQL("({})").format(expression)
