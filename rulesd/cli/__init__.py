@@ -89,6 +89,12 @@ def _register_commands() -> None:
 
     main.add_command(db.db)
     main.add_command(validate.validate)
+    from rulesd.cli import explain, rules, run, status
+
+    main.add_command(run.run)
+    main.add_command(status.status)
+    main.add_command(explain.explain)
+    main.add_command(rules.rules)
 
 
 _register_commands()
