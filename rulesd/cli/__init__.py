@@ -90,11 +90,16 @@ def _register_commands() -> None:
     main.add_command(db.db)
     main.add_command(validate.validate)
     from rulesd.cli import explain, rules, run, status
+    from rulesd.cli import test as test_command
 
     main.add_command(run.run)
     main.add_command(status.status)
     main.add_command(explain.explain)
     main.add_command(rules.rules)
+    main.add_command(test_command.test)
+    from rulesd.cli import simulator
+
+    main.add_command(simulator.simulator)
 
 
 _register_commands()
