@@ -97,9 +97,6 @@ def _register_commands() -> None:
     main.add_command(explain.explain)
     main.add_command(rules.rules)
     main.add_command(test_command.test)
-    from rulesd.cli import simulator
-
-    main.add_command(simulator.simulator)
 
 
 _register_commands()
