@@ -149,7 +149,8 @@ def _load_file(file: Path) -> tuple[Rule | None, list[Diagnostic], tuple[str, in
     failed = validate_schema(data, source)
     builder = _RuleBuilder(source, data if isinstance(data, dict) else {}, failed)
     rule = builder.build(version=hashlib.sha256(raw).hexdigest())
-    return (None if source.has_errors else rule), source.diagnostics, builder.id_position()
+    diagnostics = sorted(source.diagnostics, key=lambda diagnostic: (diagnostic.line, diagnostic.column))
+    return (None if source.has_errors else rule), diagnostics, builder.id_position()
 
 
 class _RuleBuilder:

@@ -72,6 +72,9 @@ def describe_path(key_path: KeyPath) -> str:
 def _report(error: jsonschema.ValidationError, source: SourceFile) -> None:
     key_path = tuple(error.absolute_path)
     where = describe_path(key_path)
+    if key_path and key_path[-1] in ("after", "max_age") and error.validator in ("type", "pattern"):
+        source.report(key_path, f"{where}: {_duration_message(error.instance)}", code="bad-duration")
+        return
     validator = error.validator
     schema = error.schema if isinstance(error.schema, dict) else {}
     if validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -79,16 +82,18 @@ def _report(error: jsonschema.ValidationError, source: SourceFile) -> None:
         for name in error.instance:
             if name not in allowed:
                 suggestion = did_you_mean(name, allowed)
+                prefix = f"{where}: " if key_path else ""
                 source.report(
                     key_path + (name,),
-                    f"{where}: unknown key '{name}'{suggestion}; allowed: {', '.join(allowed)}",
+                    f"{prefix}unknown key '{name}'{suggestion}; allowed: {', '.join(allowed)}",
                     at_key=True,
                     code="unknown-key",
                 )
         return
     if validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        source.report(key_path, f"{where}: missing required key '{missing}'", at_key=True, code="missing-key")
+        prefix = f"{where}: " if key_path else ""
+        source.report(key_path, f"{prefix}missing required key '{missing}'", at_key=True, code="missing-key")
         return
     if validator == "enum":
         allowed = ", ".join(str(value) for value in error.validator_value)
@@ -96,7 +101,12 @@ def _report(error: jsonschema.ValidationError, source: SourceFile) -> None:
         return
     if validator == "type":
         expected = error.validator_value
-        source.report(key_path, f"{where}: expected {_type_name(expected)}, got {_instance_type(error.instance)}", code="invalid-type")
+        message = f"expected {_type_name(expected)}, got {_instance_type(error.instance)}"
+        if not key_path:
+            message = f"a rule file holds one mapping of keys: {message}"
+        else:
+            message = f"{where}: {message}"
+        source.report(key_path, message, code="invalid-type")
         return
     if validator == "pattern":
         source.report(key_path, f"{where}: {_pattern_message(key_path, error.instance)}", code="invalid-value")
@@ -107,13 +117,20 @@ def _report(error: jsonschema.ValidationError, source: SourceFile) -> None:
     if validator == "uniqueItems":
         source.report(key_path, f"{where}: lists the same value twice", code="invalid-value")
         return
+    if not key_path:
+        source.report(key_path, f"a rule file holds one mapping of keys; {error.message}", code="schema")
+        return
     source.report(key_path, f"{where}: {error.message}", code="schema")
+
+
+def _duration_message(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"invalid duration {value!r}: add a unit s, m, h, d or w, such as {value}m or {value}h"
+    return f"invalid duration {value!r}: expected a number with a unit s, m, h, d or w, such as 30m, 2h or 3d"
 
 
 def _pattern_message(key_path: KeyPath, value: Any) -> str:
     last = key_path[-1] if key_path else ""
-    if last in ("after", "max_age"):
-        return f"invalid duration {value!r}: expected a number with a unit s, m, h, d or w, such as 30m, 2h or 3d"
     if last == "on":
         return f"invalid trigger {value!r}: expected <entity>.<created|updated|status_changed|deleted>"
     if last == "key":

@@ -120,6 +120,9 @@ def read_yaml(source: SourceFile) -> Any:
         node = yaml.compose(source.text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        # At the end of the file, the start of the unclosed construct is the useful position.
+        if exc.context_mark is not None and exc.problem and "end of stream" in exc.problem:
+            mark = exc.context_mark
         problem = exc.problem or "invalid YAML"
         context = f" {exc.context}" if exc.context else ""
         line, column = (mark.line, mark.column) if mark is not None else (0, 0)
