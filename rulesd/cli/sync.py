@@ -1,0 +1,108 @@
+"""``rulesd sync``: load, refresh or reconcile the Postgres mirror, once or on a schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import click
+from rich.console import Console
+
+from rulesd.cli.context import CliContext
+from rulesd.config import Settings
+from rulesd.db import migrate
+from rulesd.errors import SyncError
+from rulesd.servicetitan.catalog import ENTITIES
+
+logger = logging.getLogger(__name__)
+
+pass_context = click.make_pass_decorator(CliContext)
+
+
+@click.command()
+@click.option("--initial", "kind", flag_value="initial", help="Load every record, firing no change events.")
+@click.option(
+    "--full",
+    "kind",
+    flag_value="full",
+    help="Re-read every record, firing no change events, and mark rows ServiceTitan no longer returns as missing.",
+)
+@click.option(
+    "--entity",
+    "entities",
+    multiple=True,
+    type=click.Choice(sorted(ENTITIES)),
+    metavar="NAME",
+    help="Sync only this catalog entity (repeatable). Default: every entity.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on standard output.")
+@click.option(
+    "--schedule",
+    is_flag=True,
+    help="Run incremental and full syncs on the configured schedule until interrupted.",
+)
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending database migrations first.")
+@pass_context
+def sync(
+    context: CliContext,
+    kind: str | None,
+    entities: tuple[str, ...],
+    as_json: bool,
+    schedule: bool,
+    no_migrate: bool,
+) -> None:
+    """Sync the ServiceTitan tenant into the Postgres mirror.
+
+    Without --initial or --full, run an incremental sync from each entity's
+    saved position. An entity never synced gets an initial load, and an
+    interrupted initial or full load is finished first. Exits with status 5
+    when any entity failed.
+    """
+    if schedule and (kind or entities):
+        raise click.UsageError("--schedule syncs every entity on the configured schedule; drop --initial, --full and --entity")
+    settings = context.settings
+    url = context.database_url_or_start()
+    if not no_migrate:
+        for name in migrate.upgrade(url):
+            logger.info("applied migration %s", name, extra={"event": "migration_applied"})
+
+    if schedule:
+        _run_schedule(settings, url)
+        return
+
+    from rulesd.sync.orchestrator import run_sync
+    from rulesd.sync.progress import make_progress, summary_table
+
+    progress = make_progress(terminal=sys.stderr.isatty())
+    try:
+        report = asyncio.run(run_sync(settings, url, kind=kind or "incremental", entities=entities, progress=progress))
+    finally:
+        progress.close()
+
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        Console(soft_wrap=True).print(summary_table(report))
+    if not report.succeeded:
+        reasons = "; ".join(f"{r.entity}: {r.error}" for r in report.failed)
+        raise SyncError(
+            f"{len(report.failed)} of {len(report.results)} entities failed: {reasons}",
+            hint="fix the cause and run rulesd sync again; it resumes where each entity stopped",
+        )
+
+
+def _run_schedule(settings: Settings, url: str) -> None:
+    from rulesd.sync.scheduler import run_scheduler
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_scheduler(settings, url, stop_event=stop)
+
+    click.echo("running syncs on schedule; press Ctrl-C to stop", err=True)
+    asyncio.run(main())
