@@ -98,5 +98,9 @@ def _register_commands() -> None:
     main.add_command(rules.rules)
     main.add_command(test_command.test)
 
+    from rulesd.cli import sync as sync_command
+
+    main.add_command(sync_command.sync)
+
 
 _register_commands()
