@@ -18,6 +18,7 @@ translated into this tree at one boundary per dependency and chained with
     └── AgentError             the model or a message provider failed
         ├── TransientAgentError   worth retrying later (429, 529, 5xx, timeout)
         └── ProviderError         SMS or e-mail delivery failed
+            └── DeliveryUnknownError  cut off after sending: may have been delivered
 """
 
 from __future__ import annotations
@@ -137,3 +138,10 @@ class ProviderError(AgentError):
         self.code = code
         self.opted_out = opted_out
         self.transient = transient
+
+
+class DeliveryUnknownError(ProviderError):
+    """Raised when a provider call was cut off after the message was handed over.
+
+    The message may or may not have been delivered, so it must not be sent again.
+    """
