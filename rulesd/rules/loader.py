@@ -97,8 +97,9 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
     files, diagnostics = find_rule_files(paths)
     rules: list[Rule] = []
     first_seen: dict[str, tuple[str, int]] = {}
+    cache: _CompileCache = {}
     for file in files:
-        rule, file_diagnostics, id_position = _load_file(file)
+        rule, file_diagnostics, id_position = _load_file(file, cache)
         diagnostics.extend(file_diagnostics)
         if id_position is None:
             continue
@@ -131,7 +132,15 @@ def load_rules(paths: Sequence[Path]) -> LoadResult:
     return result
 
 
-def _load_file(file: Path) -> tuple[Rule | None, list[Diagnostic], tuple[str, int, int, str] | None]:
+# Compiled conditions and templates of one load, keyed by kind, trigger entity
+# and source text: the result depends on nothing else, and rule sets repeat
+# conditions such as ``not customer.do_not_mail`` across files.
+_CompileCache = dict[tuple[str, str, str], tuple[Any, list[Problem]]]
+
+
+def _load_file(
+    file: Path, cache: _CompileCache
+) -> tuple[Rule | None, list[Diagnostic], tuple[str, int, int, str] | None]:
     """Load one file; return its rule (None on error), its diagnostics and its rule id's position."""
     try:
         raw = file.read_bytes()
@@ -147,7 +156,7 @@ def _load_file(file: Path) -> tuple[Rule | None, list[Diagnostic], tuple[str, in
     if data is None:
         return None, source.diagnostics, None
     failed = validate_schema(data, source)
-    builder = _RuleBuilder(source, data if isinstance(data, dict) else {}, failed)
+    builder = _RuleBuilder(source, data if isinstance(data, dict) else {}, failed, cache)
     rule = builder.build(version=hashlib.sha256(raw).hexdigest())
     diagnostics = sorted(source.diagnostics, key=lambda diagnostic: (diagnostic.line, diagnostic.column))
     return (None if source.has_errors else rule), diagnostics, builder.id_position()
@@ -156,7 +165,10 @@ def _load_file(file: Path) -> tuple[Rule | None, list[Diagnostic], tuple[str, in
 class _RuleBuilder:
     """Check and compile one rule file's data, reporting to its ``SourceFile``."""
 
-    def __init__(self, source: SourceFile, data: dict[str, Any], failed: set[KeyPath]) -> None:
+    def __init__(
+        self, source: SourceFile, data: dict[str, Any], failed: set[KeyPath], cache: _CompileCache
+    ) -> None:
+        self.cache = cache
         self.source = source
         self.data = data
         self.failed = failed
@@ -292,16 +304,24 @@ class _RuleBuilder:
     def _condition(self, key_path: KeyPath) -> CompiledCondition | None:
         if self.scope is None or not self.usable(key_path):
             return None
-        compiled, problems = compile_condition(str(self.get(key_path)), self.scope)
+        text = str(self.get(key_path))
+        key = ("condition", self.scope.trigger_entity, text)
+        if key not in self.cache:
+            self.cache[key] = compile_condition(text, self.scope)
+        compiled, problems = self.cache[key]
         self._report_problems(key_path, problems)
-        return compiled
+        return compiled  # type: ignore[no-any-return]
 
     def _template(self, key_path: KeyPath) -> CompiledTemplate | None:
         if self.scope is None or not self.usable(key_path):
             return None
-        compiled, problems = compile_template(str(self.get(key_path)), self.scope)
+        text = str(self.get(key_path))
+        key = ("template", self.scope.trigger_entity, text)
+        if key not in self.cache:
+            self.cache[key] = compile_template(text, self.scope)
+        compiled, problems = self.cache[key]
         self._report_problems(key_path, problems)
-        return compiled
+        return compiled  # type: ignore[no-any-return]
 
     def _duration(self, key_path: KeyPath, default: timedelta) -> timedelta:
         if not self.usable(key_path):
