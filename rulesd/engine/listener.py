@@ -134,4 +134,4 @@ class Listener:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    return text[0] if text else type(exc).__name__
