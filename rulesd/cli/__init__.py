@@ -102,5 +102,9 @@ def _register_commands() -> None:
 
     main.add_command(sync_command.sync)
 
+    from rulesd.cli import contacts
+
+    main.add_command(contacts.contacts)
+
 
 _register_commands()
