@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from rulesd.rules.diagnostics import Diagnostic, format_github, format_json, format_text, summarize
-from rulesd.rules.loader import load_rules
+from rulesd.rules.loader import SCENARIO_SUFFIXES, load_rules
 
 DEFAULT_RULES_DIR = Path("rules")
 _GLOB_CHARACTERS = set("*?[")
@@ -24,7 +24,11 @@ def _expand(arguments: tuple[str, ...]) -> list[Path]:
     paths: list[Path] = []
     for argument in arguments:
         if _GLOB_CHARACTERS & set(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
+            # A pattern like examples/rules/*.yaml also matches the scenario files
+            # of `rulesd test` (*.test.yaml), which are not rules.
+            matches = [
+                match for match in sorted(glob.glob(argument, recursive=True)) if not match.endswith(SCENARIO_SUFFIXES)
+            ]
             if not matches:
                 raise click.UsageError(f"the pattern {argument!r} matched no files")
             paths.extend(Path(match) for match in matches)

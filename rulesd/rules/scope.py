@@ -12,6 +12,7 @@ the agent as data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rulesd.rules.diagnostics import did_you_mean
 from rulesd.servicetitan.catalog import ENTITIES, Entity, related_entities
@@ -57,6 +58,10 @@ class Scope:
 
     @classmethod
     def for_trigger(cls, entity_name: str) -> Scope:
+        return _scope_for_trigger(entity_name)
+
+    @classmethod
+    def _build(cls, entity_name: str) -> Scope:
         paths = related_entities(entity_name)
         aliases = {
             alias: ENTITIES[path[-1].entity] if path else ENTITIES[entity_name] for alias, path in paths.items()
@@ -120,3 +125,9 @@ class Scope:
             return f"'{alias}.{name}' is a related row, not a field: write {name}.<field>"
         names = [column.name for column in entity.all_columns]
         return f"unknown field '{alias}.{name}'{did_you_mean(name, names)}"
+
+
+@lru_cache(maxsize=None)
+def _scope_for_trigger(entity_name: str) -> Scope:
+    # The catalog is fixed at import, so each entity's scope is built once.
+    return Scope._build(entity_name)

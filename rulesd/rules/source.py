@@ -173,7 +173,12 @@ def _key(node: yaml.Node, source: SourceFile) -> Any:
     return _scalar(node, source)
 
 
+_STRING_TAG = "tag:yaml.org,2002:str"
+
+
 def _scalar(node: yaml.Node, source: SourceFile) -> Any:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STRING_TAG:
+        return node.value
     if not isinstance(node, yaml.ScalarNode):
         line, column = node.start_mark.line, node.start_mark.column
         source.report_at(line, column, "expected a plain value here", code="schema")
