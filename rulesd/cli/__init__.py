@@ -97,6 +97,9 @@ def _register_commands() -> None:
     main.add_command(explain.explain)
     main.add_command(rules.rules)
     main.add_command(test_command.test)
+    from rulesd.cli import simulator
+
+    main.add_command(simulator.simulator)
 
     from rulesd.cli import sync as sync_command
 

@@ -1,0 +1,775 @@
+"""Build the JSON record of one simulated entity from its compact state.
+
+Records take the export form (the list form plus ``active``); the server
+drops the fields a list schema does not have. Field names, types and
+enums follow ServiceTitan's v2 OpenAPI documents.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable
+
+from rulesd.servicetitan.simulator import vocabulary as vocab
+from rulesd.servicetitan.simulator.state import MICROS
+
+if TYPE_CHECKING:
+    from rulesd.servicetitan.simulator.tenant import Simulator
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+CENT = Decimal("0.01")
+
+
+def timestamp(micros: int) -> str:
+    """Format epoch microseconds the way ServiceTitan does: 7 fractional digits and ``Z``."""
+    moment = _EPOCH + timedelta(microseconds=micros)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def day_timestamp(micros: int) -> str:
+    """Format a date-only value as ServiceTitan does: midnight UTC."""
+    moment = _EPOCH + timedelta(microseconds=micros)
+    return moment.strftime("%Y-%m-%dT00:00:00Z")
+
+
+def money(value: Decimal) -> str:
+    return str(value.quantize(CENT))
+
+
+def build_record(sim: Simulator, entity: str, index: int) -> dict[str, Any]:
+    record = BUILDERS[entity](sim, index)
+    overrides = sim.tables[entity].overrides.get(index)
+    if overrides:
+        record.update(overrides)
+    return record
+
+
+def _base(sim: Simulator, entity: str, index: int) -> dict[str, Any]:
+    table = sim.tables[entity]
+    return {
+        "id": table.record_id(index),
+        "active": bool(table.active[index]),
+        "createdOn": timestamp(table.created[index]),
+        "modifiedOn": timestamp(table.modified[index]),
+    }
+
+
+def _ref_id(sim: Simulator, entity: str, rng: random.Random) -> int:
+    """Pick an active reference record (business unit, technician...) and return its id."""
+    table = sim.tables[entity]
+    return table.record_id(rng.randrange(min(4, table.count) if rng.random() < 0.1 else table.count))
+
+
+def _person(rng: random.Random) -> tuple[str, str]:
+    return rng.choice(vocab.FIRST_NAMES), rng.choice(vocab.LAST_NAMES)
+
+
+def _city(rng: random.Random) -> tuple[str, str, str, str, str, float, float]:
+    return rng.choice(vocab.CITIES)
+
+
+def _address(rng: random.Random) -> dict[str, Any]:
+    city, state, zip_prefix, _, _, lat, lon = _city(rng)
+    unit = f"Apt {rng.randint(1, 40)}" if rng.random() < 0.12 else None
+    return {
+        "street": f"{rng.randint(100, 9999)} {rng.choice(vocab.STREET_NAMES)} "
+        f"{rng.choice(vocab.STREET_KINDS)}",
+        "unit": unit,
+        "city": city,
+        "state": state,
+        "zip": f"{zip_prefix}{rng.randint(0, 99):02d}",
+        "country": "USA",
+        "latitude": round(lat + rng.uniform(-0.2, 0.2), 6),
+        "longitude": round(lon + rng.uniform(-0.2, 0.2), 6),
+    }
+
+
+def _phone(rng: random.Random, area_code: str | None = None) -> str:
+    area = area_code or _city(rng)[3]
+    return f"{area}555{rng.randint(100, 199):04d}"
+
+
+# -- reference data
+
+
+def _business_unit(sim: Simulator, index: int) -> dict[str, Any]:
+    name, trade = vocab.BUSINESS_UNITS[index % len(vocab.BUSINESS_UNITS)]
+    rng = sim.rng("business_unit", index)
+    return {
+        **_base(sim, "business_unit", index),
+        "name": name,
+        "officialName": f"{name} - Demo Home Services LLC",
+        "email": f"{name.lower().replace(' ', '.')}@example.com",
+        "currency": "USD",
+        "phoneNumber": _phone(rng, "214"),
+        "invoiceHeader": None,
+        "invoiceMessage": None,
+        "defaultTaxRate": 0.0825,
+        "address": {
+            "street": "100 Commerce St", "unit": None, "city": "Dallas", "state": "TX",
+            "zip": "75201", "country": "USA", "latitude": 32.78, "longitude": -96.80,
+            "isManualCoordinates": False, "isMilitary": False,
+        },
+        "trade": {"id": 300 + vocab.BUSINESS_UNITS.index((name, trade)), "name": trade},
+        "division": {"id": 401, "name": "Residential" if "Commercial" not in name else "Commercial"},
+        "tagTypeIds": [],
+        "externalData": [],
+    }
+
+
+def _technician(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("technician", index)
+    first, last = _person(rng)
+    business_units = sim.tables["business_unit"]
+    return {
+        **_base(sim, "technician", index),
+        "userId": 500_000 + index,
+        "name": f"{first} {last}",
+        "firstName": first,
+        "lastName": last,
+        "roleIds": [11],
+        "businessUnitId": business_units.record_id(index % business_units.count),
+        "mainZoneId": None,
+        "zoneIds": [],
+        "email": f"{first.lower()}.{last.lower()}.{index}@example.com",
+        "phoneNumber": _phone(rng, "214"),
+        "mobilePhone": _phone(rng, "972"),
+        "loginName": f"{first[0].lower()}{last.lower()}{index}",
+        "dailyGoal": float(rng.choice((1500, 2000, 2500, 3000))),
+        "isManagedTech": False,
+        "licenseType": "NonManagedTech",
+        "burdenRate": 0.0,
+        "commissionRate": float(rng.choice((0, 2, 5))),
+        "hourlyRate": float(rng.randint(24, 48)),
+        "soldByRate": 0.0,
+        "team": rng.choice(("Red", "Blue", "Green")),
+        "status": sim.status_name("technician", index),
+        "skills": [],
+        "customFields": [],
+    }
+
+
+def _employee(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("employee", index)
+    first, last = _person(rng)
+    return {
+        **_base(sim, "employee", index),
+        "userId": 600_000 + index,
+        "name": f"{first} {last}",
+        "firstName": first,
+        "lastName": last,
+        "role": vocab.EMPLOYEE_ROLES[index % len(vocab.EMPLOYEE_ROLES)],
+        "roleIds": [20 + index % 5],
+        "businessUnitId": None,
+        "email": f"{first.lower()}.{last.lower()}.{index}@example.com",
+        "phoneNumber": _phone(rng, "214"),
+        "loginName": f"{first[0].lower()}{last.lower()}{index}",
+        "agentId": 100 + index,
+        "hourlyRate": float(rng.randint(18, 35)),
+        "customFields": [],
+    }
+
+
+def _job_type(sim: Simulator, index: int) -> dict[str, Any]:
+    name, priority, duration, job_class = vocab.JOB_TYPES[index % len(vocab.JOB_TYPES)]
+    business_units = sim.tables["business_unit"]
+    return {
+        **_base(sim, "job_type", index),
+        "name": name,
+        "businessUnitIds": [business_units.record_id(index % business_units.count)],
+        "skills": [],
+        "tagTypeIds": [],
+        "priority": priority,
+        "duration": duration,
+        "soldThreshold": 1000.0 if job_class == "Sales" else None,
+        "class": job_class,
+        "summary": f"{name} visit",
+        "noCharge": name == "Warranty Callback",
+        "invoiceSignaturesRequired": False,
+        "externalData": [],
+        "isSmartDispatched": False,
+        "defaultEstimateSoldAction": "None",
+        "customFieldTypeIds": [],
+    }
+
+
+def _campaign(sim: Simulator, index: int) -> dict[str, Any]:
+    name, category, medium = vocab.CAMPAIGNS[index % len(vocab.CAMPAIGNS)]
+    return {
+        **_base(sim, "campaign", index),
+        "name": name,
+        "isDefaultCampaign": index == 0,
+        "category": {"id": 800 + index, "name": category, "active": True},
+        "source": name,
+        "otherSource": None,
+        "businessUnit": None,
+        "medium": medium,
+        "otherMedium": None,
+        "campaignPhoneNumbers": [_phone(sim.rng("campaign", index), "214")],
+    }
+
+
+def _tag_type(sim: Simulator, index: int) -> dict[str, Any]:
+    name, color, importance = vocab.TAG_TYPES[index % len(vocab.TAG_TYPES)]
+    return {
+        **_base(sim, "tag_type", index),
+        "name": name,
+        "color": color,
+        "code": name.upper().replace(" ", "_")[:12],
+        "importance": importance,
+        "isConversionOpportunity": name in ("VIP", "New Construction"),
+        "allowToUseOnTimesheetActivity": False,
+        "isVisibleOnDispatchBoard": importance is not None,
+    }
+
+
+# -- customers and locations
+
+
+def customer_profile(sim: Simulator, index: int) -> tuple[str, str, str, bool]:
+    """Return (name, type, time zone, is a company) of a customer."""
+    rng = sim.rng("customer", index, salt=3)
+    commercial = rng.random() < 0.12
+    tz = _city(random.Random(rng.random()))[4]
+    if commercial:
+        name = f"{rng.choice(vocab.COMPANY_WORDS)} {rng.choice(vocab.COMPANY_KINDS)}"
+        return name, "Commercial", tz, True
+    first, last = _person(rng)
+    return f"{first} {last}", "Residential", tz, False
+
+
+def customer_city(sim: Simulator, index: int) -> tuple[str, str, str, str, str, float, float]:
+    return _city(sim.rng("customer", index, salt=4))
+
+
+def _customer(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("customer", index)
+    name, kind, _, _ = customer_profile(sim, index)
+    address = _address(sim.rng("customer", index, salt=4))
+    base = _base(sim, "customer", index)
+    merged = None
+    if not base["active"]:
+        merged = sim.tables["customer"].record_id(max(0, index - 1 - rng.randrange(50)))
+    tz = next(c[4] for c in vocab.CITIES if c[0] == address["city"])
+    return {
+        **base,
+        "name": name,
+        "type": kind,
+        "address": address,
+        "customFields": [{"typeId": 9001, "name": "Time Zone", "value": tz}],
+        "balance": float(customer_balance(sim, index)),
+        "taxExempt": kind == "Commercial" and rng.random() < 0.2,
+        "tagTypeIds": [sim.tables["tag_type"].record_id(0)] if rng.random() < 0.05 else [],
+        "doNotMail": rng.random() < 0.05,
+        "doNotService": rng.random() < 0.01,
+        "nationalAccount": False,
+        "createdById": sim.tables["employee"].record_id(rng.randrange(sim.tables["employee"].count)),
+        "mergedToId": merged,
+        "paymentTermId": None,
+        "creditLimit": 5000.0 if kind == "Commercial" else None,
+        "creditLimitBalance": None,
+        "externalData": [],
+    }
+
+
+def customer_balance(sim: Simulator, index: int) -> Decimal:
+    """Sum what the customer owes: the balance of every invoice of their jobs."""
+    total = Decimal(0)
+    for location in sim.tables["customer"].children["location"].of(index):
+        for job in sim.tables["location"].children["job"].of(location):
+            total += invoice_amounts(sim, job)[3]
+    return total
+
+
+def _contact(sim: Simulator, entity: str, index: int, owner_field: str, owner: str) -> dict[str, Any]:
+    table = sim.tables[entity]
+    parent = table.parent[index]
+    rng = sim.rng(entity, index)
+    if owner == "customer":
+        customer = parent
+    else:
+        customer = sim.tables["location"].parent[parent]
+    name, _, _, company = customer_profile(sim, customer)
+    area = customer_city(sim, customer)[3]
+    kind = rng.choice(("MobilePhone", "MobilePhone", "Phone", "Email", "Email"))
+    if kind == "Email":
+        local = name.lower().replace(" ", ".")
+        value = f"{local}.{customer}@example.com"
+        phone_number = ""
+        do_not_text = False
+    else:
+        value = _phone(rng, area)
+        phone_number = value
+        do_not_text = rng.random() < 0.07
+    record = {
+        **_base(sim, entity, index),
+        "type": kind,
+        "value": value,
+        "memo": "office" if company and rng.random() < 0.3 else None,
+        "phoneSettings": {"phoneNumber": phone_number, "doNotText": do_not_text},
+        "preferences": {
+            "jobRemindersEnabled": rng.random() < 0.9,
+            "marketingUpdatesEnabled": rng.random() < 0.55,
+            "invoiceStatementNotification": rng.random() < 0.7,
+            "invoiceNotification": rng.random() < 0.8,
+            "statementNotification": rng.random() < 0.6,
+        },
+        owner_field: sim.tables[owner].record_id(parent),
+    }
+    return record
+
+
+def _customer_contact(sim: Simulator, index: int) -> dict[str, Any]:
+    return _contact(sim, "customer_contact", index, "customerId", "customer")
+
+
+def _location_contact(sim: Simulator, index: int) -> dict[str, Any]:
+    return _contact(sim, "location_contact", index, "locationId", "location")
+
+
+def location_address(sim: Simulator, index: int) -> dict[str, Any]:
+    customer = sim.tables["location"].parent[index]
+    children = sim.tables["customer"].children["location"]
+    first = next(iter(children.of(customer)), index)
+    if first == index:
+        # A customer's first location is their billing address.
+        return _address(sim.rng("customer", customer, salt=4))
+    return _address(sim.rng("location", index, salt=4))
+
+
+def _location(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("location", index)
+    customer = sim.tables["location"].parent[index]
+    name, _, _, company = customer_profile(sim, customer)
+    address = location_address(sim, index)
+    base = _base(sim, "location", index)
+    return {
+        **base,
+        "customerId": sim.tables["customer"].record_id(customer),
+        "name": f"{name} - {address['street']}" if company else name,
+        "address": address,
+        "customFields": [],
+        "createdById": sim.tables["employee"].record_id(rng.randrange(sim.tables["employee"].count)),
+        "mergedToId": None,
+        "zoneId": 700 + rng.randrange(6),
+        "taxZoneId": None,
+        "taxExempt": False,
+        "tagTypeIds": [],
+        "externalData": [],
+    }
+
+
+# -- work
+
+
+def job_parts(sim: Simulator, index: int) -> tuple[int, int]:
+    """Return the (customer, location) indexes of a job."""
+    location = sim.tables["job"].parent[index]
+    return sim.tables["location"].parent[location], location
+
+
+def _job(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("job", index)
+    customer, location = job_parts(sim, index)
+    status = sim.status_name("job", index)
+    table = sim.tables["job"]
+    appointments = list(sim.tables["job"].children["appointment"].of(index))
+    estimates = list(sim.tables["job"].children["estimate"].of(index))
+    appointment_table = sim.tables["appointment"]
+    job_type = rng.randrange(sim.tables["job_type"].count)
+    completed_on = None
+    if status == "Completed":
+        completed_on = timestamp(table.modified[index] - rng.randrange(3600) * MICROS)
+    sub_total, _, total, _ = invoice_amounts(sim, index)
+    return {
+        **_base(sim, "job", index),
+        "jobNumber": str(table.record_id(index) - 60_000_000 + 10_000),
+        "projectId": None,
+        "customerId": sim.tables["customer"].record_id(customer),
+        "locationId": sim.tables["location"].record_id(location),
+        "jobStatus": status,
+        "completedOn": completed_on,
+        "businessUnitId": _ref_id(sim, "business_unit", rng),
+        "jobTypeId": sim.tables["job_type"].record_id(job_type),
+        "priority": vocab.JOB_TYPES[job_type % len(vocab.JOB_TYPES)][1],
+        "campaignId": _ref_id(sim, "campaign", rng),
+        "appointmentCount": len(appointments),
+        "firstAppointmentId": appointment_table.record_id(appointments[0]) if appointments else 0,
+        "lastAppointmentId": appointment_table.record_id(appointments[-1]) if appointments else 0,
+        "recallForId": None,
+        "warrantyId": None,
+        "jobGeneratedLeadSource": None,
+        "noCharge": False,
+        "notificationsEnabled": True,
+        "createdById": _ref_id(sim, "employee", rng),
+        "tagTypeIds": [],
+        "leadCallId": None,
+        "partnerLeadCallId": None,
+        "bookingId": None,
+        "soldById": _ref_id(sim, "technician", rng) if status == "Completed" else None,
+        "customerPo": "",
+        "invoiceId": sim.tables["invoice"].record_id(index),
+        "membershipId": None,
+        "total": float(total) if status == "Completed" else None,
+        "createdFromEstimateId": None,
+        "estimateIds": [sim.tables["estimate"].record_id(e) for e in estimates],
+        "equipmentIds": [],
+        "isAutoDispatched": False,
+        "summary": rng.choice(vocab.JOB_SUMMARIES),
+        "customFields": [],
+        "externalData": [],
+        "summaryOfWork": None,
+    }
+
+
+def appointment_start(sim: Simulator, index: int) -> int:
+    """Return an appointment's start: a business hour one to seven days after its job was booked."""
+    job = sim.tables["appointment"].parent[index]
+    rng = sim.rng("appointment", index, salt=5)
+    created = sim.tables["job"].created[job]
+    day = (created // (86_400 * MICROS) + rng.randint(1, 7)) * 86_400 * MICROS
+    return day + rng.choice((13, 15, 17, 19, 21)) * 3600 * MICROS
+
+
+def _appointment(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("appointment", index)
+    job = sim.tables["appointment"].parent[index]
+    customer, _ = job_parts(sim, job)
+    start = appointment_start(sim, index)
+    return {
+        **_base(sim, "appointment", index),
+        "jobId": sim.tables["job"].record_id(job),
+        "appointmentNumber": f"{sim.tables['job'].record_id(job) - 60_000_000 + 10_000}-"
+        f"{1 + list(sim.tables['job'].children['appointment'].of(job)).index(index)}",
+        "start": timestamp(start),
+        "end": timestamp(start + 2 * 3600 * MICROS),
+        "arrivalWindowStart": timestamp(start),
+        "arrivalWindowEnd": timestamp(start + 4 * 3600 * MICROS),
+        "status": sim.status_name("appointment", index),
+        "specialInstructions": rng.choice(vocab.SPECIAL_INSTRUCTIONS) if rng.random() < 0.2 else None,
+        "customerId": sim.tables["customer"].record_id(customer),
+        "unused": False,
+        "createdById": _ref_id(sim, "employee", rng),
+        "isConfirmed": rng.random() < 0.7,
+    }
+
+
+def _appointment_assignment(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("appointment_assignment", index)
+    appointment = sim.tables["appointment_assignment"].parent[index]
+    job = sim.tables["appointment"].parent[appointment]
+    technicians = sim.tables["technician"]
+    technician = rng.randrange(technicians.count)
+    tech_rng = sim.rng("technician", technician)
+    first, last = _person(tech_rng)
+    return {
+        **_base(sim, "appointment_assignment", index),
+        "technicianId": technicians.record_id(technician),
+        "technicianName": f"{first} {last}",
+        "assignedById": _ref_id(sim, "employee", rng),
+        "assignedOn": timestamp(sim.tables["appointment_assignment"].created[index]),
+        "status": sim.status_name("appointment_assignment", index),
+        "isPaused": False,
+        "jobId": sim.tables["job"].record_id(job),
+        "appointmentId": sim.tables["appointment"].record_id(appointment),
+    }
+
+
+def estimate_items(sim: Simulator, index: int) -> tuple[list[dict[str, Any]], Decimal]:
+    rng = sim.rng("estimate", index, salt=6)
+    created = timestamp(sim.tables["estimate"].created[index])
+    items = []
+    subtotal = Decimal(0)
+    for position in range(rng.randint(1, 4)):
+        sku_index = rng.randrange(len(vocab.SKUS))
+        name, kind, rate = vocab.SKUS[sku_index]
+        qty = Decimal(rng.choice((1, 1, 1, 2, 3)))
+        unit_rate = Decimal(str(rate))
+        total = (qty * unit_rate).quantize(CENT)
+        subtotal += total
+        items.append({
+            "id": sim.tables["estimate"].record_id(index) * 10 + position,
+            "sku": {
+                "id": 40_000 + sku_index,
+                "name": name,
+                "displayName": name,
+                "type": kind,
+                "soldHours": 1.0 if kind == "Service" else 0.0,
+                "generalLedgerAccountId": 4100,
+                "generalLedgerAccountName": "Service Income",
+                "modifiedOn": created,
+            },
+            "skuAccount": "4100",
+            "description": f"<p>{name}</p>",
+            "membershipTypeId": None,
+            "qty": float(qty),
+            "unitRate": float(unit_rate),
+            "total": float(total),
+            "unitCost": float((unit_rate * Decimal("0.4")).quantize(CENT)),
+            "totalCost": float((total * Decimal("0.4")).quantize(CENT)),
+            "itemGroupName": "",
+            "itemGroupRootId": None,
+            "createdOn": created,
+            "modifiedOn": created,
+            "chargeable": True,
+            "invoiceItemId": None,
+            "budgetCodeId": None,
+        })
+    return items, subtotal
+
+
+def _estimate(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("estimate", index)
+    table = sim.tables["estimate"]
+    job = table.parent[index]
+    customer, location = job_parts(sim, job)
+    status = sim.status_name("estimate", index)
+    items, subtotal = estimate_items(sim, index)
+    business_units = sim.tables["business_unit"]
+    business_unit = rng.randrange(business_units.count)
+    tax = (subtotal * Decimal("0.0825")).quantize(CENT)
+    return {
+        **_base(sim, "estimate", index),
+        "jobId": sim.tables["job"].record_id(job),
+        "projectId": None,
+        "locationId": sim.tables["location"].record_id(location),
+        "customerId": sim.tables["customer"].record_id(customer),
+        "name": items[0]["sku"]["name"] if len(items) == 1 else f"Option {1 + index % 3}",
+        "jobNumber": str(sim.tables["job"].record_id(job) - 60_000_000 + 10_000),
+        "status": {"value": ESTIMATE_STATUS_VALUES[status], "name": status},
+        "reviewStatus": "None",
+        "summary": None,
+        "soldOn": timestamp(table.modified[index]) if status == "Sold" else None,
+        "soldBy": _ref_id(sim, "technician", rng) if status == "Sold" else None,
+        "items": items,
+        "externalLinks": [],
+        "subtotal": float(subtotal),
+        "tax": float(tax),
+        "businessUnitId": business_units.record_id(business_unit),
+        "businessUnitName": vocab.BUSINESS_UNITS[business_unit % len(vocab.BUSINESS_UNITS)][0],
+        "isRecommended": rng.random() < 0.3,
+        "budgetCodeId": None,
+        "isChangeOrder": False,
+        "proposalTagName": None,
+        "depositAmount": None,
+        "depositPercent": None,
+        "requireDepositOnSignature": False,
+    }
+
+
+# NOTE: ServiceTitan does not document the numeric status values; these are a guess.
+ESTIMATE_STATUS_VALUES = {"Open": 0, "Sold": 1, "Dismissed": 2}
+
+
+# -- money
+
+
+def invoice_amounts(sim: Simulator, index: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """Return (subtotal, tax, total, balance) of invoice ``index`` (the invoice of job ``index``)."""
+    overrides = sim.tables["invoice"].overrides.get(index, {})
+    if "total" in overrides:
+        total = Decimal(overrides["total"])
+        sub_total = Decimal(overrides["subTotal"])
+        tax = Decimal(overrides["salesTax"])
+    elif sim.status_name("job", index) != "Completed":
+        return Decimal(0), Decimal(0), Decimal(0), Decimal(0)
+    else:
+        rng = sim.rng("invoice", index, salt=7)
+        sub_total = Decimal(rng.choice((89, 149, 245, 389, 520, 875, 1650, 3400, 8950)))
+        sub_total += Decimal(rng.randrange(100)) / 100
+        tax = (sub_total * Decimal("0.0825")).quantize(CENT)
+        total = sub_total + tax
+    paid = Decimal(0)
+    for payment in sim.tables["invoice"].children["payment"].of(index):
+        paid += Decimal(payment_total(sim, payment))
+    return sub_total, tax, total, max(Decimal(0), total - paid)
+
+
+def payment_total(sim: Simulator, index: int) -> str:
+    overrides = sim.tables["payment"].overrides.get(index, {})
+    if "total" in overrides:
+        return str(overrides["total"])
+    invoice = sim.tables["payment"].parent[index]
+    rng = sim.rng("invoice", invoice, salt=7)
+    sub_total = Decimal(rng.choice((89, 149, 245, 389, 520, 875, 1650, 3400, 8950)))
+    sub_total += Decimal(rng.randrange(100)) / 100
+    return money(sub_total + (sub_total * Decimal("0.0825")).quantize(CENT))
+
+
+def _invoice(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("invoice", index)
+    table = sim.tables["invoice"]
+    customer, location = job_parts(sim, index)
+    sub_total, tax, total, balance = invoice_amounts(sim, index)
+    customer_name = customer_profile(sim, customer)[0]
+    business_units = sim.tables["business_unit"]
+    business_unit = rng.randrange(business_units.count)
+    created = table.created[index]
+    payments = list(table.children["payment"].of(index))
+    paid_on = None
+    if payments and balance == 0:
+        paid_on = timestamp(sim.tables["payment"].created[payments[-1]])
+    address = location_address(sim, location)
+    short_address = {key: address[key] for key in ("street", "unit", "city", "state", "zip", "country")}
+    job_number = str(sim.tables["job"].record_id(index) - 60_000_000 + 10_000)
+    return {
+        **_base(sim, "invoice", index),
+        "syncStatus": "Posted" if paid_on else "Pending",
+        "budgetCodeId": None,
+        "referenceNumber": job_number,
+        "invoiceDate": day_timestamp(created),
+        "dueDate": day_timestamp(created + 30 * 86_400 * MICROS),
+        "subTotal": money(sub_total),
+        "salesTax": money(tax),
+        "salesTaxCode": {"id": 90, "name": "TX Sales Tax", "taxRate": 0.0825},
+        "taxZoneId": None,
+        "total": money(total),
+        "balance": money(balance),
+        "invoiceType": None,
+        "customer": {"id": sim.tables["customer"].record_id(customer), "name": customer_name},
+        "customerAddress": short_address,
+        "location": {"id": sim.tables["location"].record_id(location), "name": customer_name},
+        "locationAddress": short_address,
+        "businessUnit": {
+            "id": business_units.record_id(business_unit),
+            "name": vocab.BUSINESS_UNITS[business_unit % len(vocab.BUSINESS_UNITS)][0],
+        },
+        "termName": "Due Upon Receipt",
+        "createdBy": "system",
+        "batch": None,
+        "depositedOn": None,
+        "adjustmentToId": None,
+        "job": {"id": sim.tables["job"].record_id(index), "number": job_number, "type": None},
+        "projectId": None,
+        "royalty": None,
+        "employeeInfo": None,
+        "commissionEligibilityDate": None,
+        "sentStatus": "Sent" if total else "NotSent",
+        "reviewStatus": "Reviewed" if paid_on else "NeedsReview",
+        "assignedTo": None,
+        "summary": None,
+        "items": [],
+        "customFields": [],
+        "discountTotal": "0.00",
+        "importId": None,
+        "exportId": None,
+        "materialSkuId": None,
+        "membershipId": None,
+        "paidOn": paid_on,
+        "invoiceConfiguration": "JobInvoice",
+    }
+
+
+def _payment(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("payment", index)
+    table = sim.tables["payment"]
+    invoice = table.parent[index]
+    customer, _ = job_parts(sim, invoice)
+    kind, type_id = rng.choice(vocab.PAYMENT_TYPES)
+    total = payment_total(sim, index)
+    paid = table.created[index]
+    business_units = sim.tables["business_unit"]
+    business_unit = rng.randrange(business_units.count)
+    return {
+        **_base(sim, "payment", index),
+        "appliedTo": [{
+            "appliedId": table.record_id(index) * 10,
+            "appliedTo": sim.tables["invoice"].record_id(invoice),
+            "appliedAmount": total,
+            "appliedBy": "system",
+            "appliedOn": timestamp(paid),
+            "appliedToReferenceNumber": str(sim.tables["job"].record_id(invoice) - 60_000_000 + 10_000),
+        }],
+        "authCode": f"{rng.randrange(10**6):06d}" if kind == "Credit Card" else None,
+        "batch": None,
+        "businessUnit": {
+            "id": business_units.record_id(business_unit),
+            "name": vocab.BUSINESS_UNITS[business_unit % len(vocab.BUSINESS_UNITS)][0],
+        },
+        "checkNumber": str(rng.randint(1000, 9999)) if kind == "Check" else None,
+        "createdBy": "system",
+        "customer": {
+            "id": sim.tables["customer"].record_id(customer),
+            "name": customer_profile(sim, customer)[0],
+        },
+        "customFields": [],
+        "date": timestamp(paid),
+        "deposit": None,
+        "generalLedgerAccount": None,
+        "memo": None,
+        "referenceNumber": str(table.record_id(index) - 110_000_000),
+        "refundedPaymentId": None,
+        "syncStatus": "Posted",
+        "total": total,
+        "type": kind,
+        "typeId": type_id,
+        "unappliedAmount": "0.00",
+    }
+
+
+def _membership(sim: Simulator, index: int) -> dict[str, Any]:
+    rng = sim.rng("membership", index)
+    table = sim.tables["membership"]
+    customer = table.parent[index]
+    type_id, _, frequency, price = rng.choice(vocab.MEMBERSHIP_TYPES)
+    status = sim.status_name("membership", index)
+    created = table.created[index]
+    year = 365 * 86_400 * MICROS
+    locations = list(sim.tables["customer"].children["location"].of(customer))
+    return {
+        **_base(sim, "membership", index),
+        "createdById": _ref_id(sim, "employee", rng),
+        "followUpOn": timestamp(created + year - 30 * 86_400 * MICROS),
+        "cancellationDate": timestamp(table.modified[index]) if status == "Canceled" else None,
+        "from": day_timestamp(created),
+        "nextScheduledBillDate": day_timestamp(created + 30 * 86_400 * MICROS)
+        if status == "Active" else None,
+        "to": day_timestamp(created + year),
+        "billingFrequency": frequency,
+        "renewalBillingFrequency": frequency,
+        "status": status,
+        "followUpStatus": "NotAttempted",
+        "initialDeferredRevenue": price,
+        "duration": 12,
+        "renewalDuration": 12,
+        "businessUnitId": sim.tables["business_unit"].record_id(6 % sim.tables["business_unit"].count),
+        "customerId": sim.tables["customer"].record_id(customer),
+        "membershipTypeId": type_id,
+        "locationId": sim.tables["location"].record_id(locations[0]) if locations else None,
+        "soldById": _ref_id(sim, "technician", rng),
+        "customerPo": None,
+        "importId": None,
+        "memo": None,
+        "customFields": [],
+    }
+
+
+BUILDERS: dict[str, Callable[[Simulator, int], dict[str, Any]]] = {
+    "business_unit": _business_unit,
+    "technician": _technician,
+    "employee": _employee,
+    "job_type": _job_type,
+    "campaign": _campaign,
+    "tag_type": _tag_type,
+    "customer": _customer,
+    "customer_contact": _customer_contact,
+    "location": _location,
+    "location_contact": _location_contact,
+    "job": _job,
+    "appointment": _appointment,
+    "appointment_assignment": _appointment_assignment,
+    "estimate": _estimate,
+    "invoice": _invoice,
+    "payment": _payment,
+    "membership": _membership,
+}
+
+# Fields of the export form that a list schema does not have
+# (additionalProperties is false there).
+LIST_EXCLUDED: dict[str, frozenset[str]] = {
+    "customer_contact": frozenset({"active"}),
+    "location_contact": frozenset({"active"}),
+    "job": frozenset({"active"}),
+}

@@ -1,0 +1,322 @@
+"""The list and export endpoints of the simulator: filters, paging and continuation tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from rulesd.servicetitan.catalog import Entity
+from rulesd.servicetitan.records import parse_datetime
+from rulesd.servicetitan.simulator.build import LIST_EXCLUDED
+from rulesd.servicetitan.simulator.state import MICROS
+
+if TYPE_CHECKING:
+    from rulesd.servicetitan.simulator.tenant import Simulator
+
+MAX_IDS = 50
+_CACHE_SIZE = 16  # filtered index lists kept per simulator, so paging is not O(n) per page
+
+
+class ApiProblem(Exception):
+    """A request the API rejects with a 4xx status and ServiceTitan's error body."""
+
+    def __init__(self, status: int, title: str, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.errors = errors or {}
+
+
+# Entity-specific list filters: query parameter -> (entity it names, how a record reaches it).
+# A filter value is one id, or comma-separated ids for the plural names.
+LINK_FILTERS: dict[str, dict[str, str]] = {
+    "location": {"customerId": "customer"},
+    "customer_contact": {"customerIds": "customer"},
+    "location_contact": {"locationIds": "location"},
+    "membership": {"customerIds": "customer"},
+    "job": {"customerId": "customer", "locationId": "location"},
+    "appointment": {"jobId": "job", "customerId": "customer"},
+    "appointment_assignment": {"jobId": "job", "appointmentIds": "appointment"},
+    "estimate": {"jobId": "job", "locationId": "location"},
+    "invoice": {"jobId": "job", "customerId": "customer"},
+    "payment": {"customerId": "customer", "appliedToInvoiceIds": "invoice"},
+}
+STATUS_FILTERS: dict[str, str] = {
+    "job": "jobStatus",
+    "appointment": "status",
+    "estimate": "status",
+    "membership": "status",
+}
+# List endpoints with no `active` parameter return every row.
+NO_ACTIVE_FILTER = frozenset({"customer_contact", "location_contact", "job"})
+
+
+class Queries:
+    """Answer list and export requests from a ``Simulator``."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self._cache: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+
+    # -- list endpoints
+
+    def list_page(self, entity: Entity, params: Mapping[str, str]) -> dict[str, Any]:
+        page = _int_param(params, "page", 1, minimum=1)
+        behaviours = self.sim.behaviours
+        page_size = _int_param(params, "pageSize", 50, minimum=1)
+        if page_size > behaviours.max_page_size:
+            raise ApiProblem(
+                400,
+                "One or more validation errors occurred.",
+                {"pageSize": [f"The field pageSize must be between 1 and {behaviours.max_page_size}."]},
+            )
+        include_total = params.get("includeTotal", "false").lower() == "true"
+        with self.sim.lock:
+            matches = self._matching(entity, params)
+            start = (page - 1) * page_size
+            chosen = matches[start : start + page_size]
+            excluded = LIST_EXCLUDED.get(entity.name, frozenset())
+            data = []
+            for index in chosen:
+                record = self.sim.record(entity.name, index)
+                for key in excluded:
+                    record.pop(key, None)
+                data.append(record)
+        return {
+            "page": page,
+            "pageSize": page_size,
+            "hasMore": start + page_size < len(matches),
+            "totalCount": len(matches) if include_total else None,
+            "data": data,
+        }
+
+    def _matching(self, entity: Entity, params: Mapping[str, str]) -> list[int]:
+        table = self.sim.table(entity.name)
+        key = (entity.name, table.count, table.version, tuple(sorted(params.items())))
+        key = tuple(item for item in key)  # hashable snapshot
+        cached = self._cache.get(_cache_key(key))
+        if cached is not None:
+            self._cache.move_to_end(_cache_key(key))
+            return cached
+        matches = self._filter(entity, params)
+        self._cache[_cache_key(key)] = matches
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return matches
+
+    def _filter(self, entity: Entity, params: Mapping[str, str]) -> list[int]:
+        sim = self.sim
+        table = sim.table(entity.name)
+        checks: list[Callable[[int], bool]] = []
+
+        ids = _id_list(params, "ids")
+        if ids is not None:
+            wanted = {table.index_of(i) for i in ids} - {None}
+            candidates: list[int] = sorted(i for i in wanted if i is not None)
+        else:
+            candidates = list(range(table.count))
+
+        if entity.list_requires_filter and not _has_any(
+            params, ("modifiedOnOrAfter", "modifiedBefore", "createdOnOrAfter", "createdBefore",
+                     *LINK_FILTERS.get(entity.name, {}))
+        ):
+            raise ApiProblem(
+                400,
+                "One of the filters must be specified: ids, modifiedOnOrAfter, "
+                "modifiedBefore, createdOnOrAfter or createdBefore.",
+            )
+
+        checks.extend(self._active_checks(entity, params))
+        for name, array_name, after in (
+            ("modifiedOnOrAfter", "modified", True),
+            ("modifiedBefore", "modified", False),
+            ("createdOnOrAfter", "created", True),
+            ("createdBefore", "created", False),
+        ):
+            if name in params:
+                bound = _date_param(params, name)
+                values = getattr(table, array_name)
+                if after:
+                    checks.append(lambda i, v=values, b=bound: v[i] >= b)
+                else:
+                    checks.append(lambda i, v=values, b=bound: v[i] < b)
+
+        for name, target in LINK_FILTERS.get(entity.name, {}).items():
+            wanted_ids = _id_list(params, name)
+            if wanted_ids is None:
+                continue
+            target_table = sim.table(target)
+            targets = {target_table.index_of(i) for i in wanted_ids} - {None}
+            checks.append(
+                lambda i, t=targets, g=target: sim.ancestor(entity.name, i, g) in t
+            )
+
+        status_param = STATUS_FILTERS.get(entity.name)
+        if status_param and params.get(status_param):
+            wanted_status = {s.strip().lower() for s in params[status_param].split(",")}
+            checks.append(lambda i: sim.status_name(entity.name, i).lower() in wanted_status)
+
+        matches = [i for i in candidates if all(check(i) for check in checks)]
+        return _sorted(table, matches, params.get("sort"))
+
+    def _active_checks(self, entity: Entity, params: Mapping[str, str]) -> list[Callable[[int], bool]]:
+        table = self.sim.table(entity.name)
+        if entity.active_param == "activeState":
+            default = "ActiveOnly"
+            if entity.name == "invoice":
+                default = self.sim.behaviours.invoice_active_state
+            state = params.get("activeState", default)
+            if state == "All":
+                return []
+            if state not in ("ActiveOnly", "InactiveOnly"):
+                raise ApiProblem(400, f"The value '{state}' is not valid for activeState.")
+            wanted = 1 if state == "ActiveOnly" else 0
+            return [lambda i: table.active[i] == wanted]
+        if entity.name in NO_ACTIVE_FILTER:
+            return []
+        active = params.get("active", "True")
+        if active.lower() == "any":
+            return []
+        if active.lower() not in ("true", "false"):
+            raise ApiProblem(400, f"The value '{active}' is not valid for active.")
+        wanted = 1 if active.lower() == "true" else 0
+        return [lambda i: table.active[i] == wanted]
+
+    # -- export endpoints
+
+    def export_page(self, entity: Entity, params: Mapping[str, str]) -> dict[str, Any]:
+        sim = self.sim
+        behaviours = sim.behaviours
+        recent = params.get("includeRecentChanges", "false").lower() == "true"
+        with sim.lock:
+            table = sim.table(entity.name)
+            cursor = _decode_from(params.get("from"))
+            position = table.log_position_after(*cursor)
+            if recent and behaviours.recent_changes_repeat and position > 0:
+                position = max(0, position - behaviours.recent_changes_repeat)
+            horizon = None
+            if not recent and behaviours.export_delay > 0:
+                horizon = sim.now() - int(behaviours.export_delay * MICROS)
+            active_filter = _export_active_filter(entity, params)
+
+            data: list[dict[str, Any]] = []
+            last = cursor
+            log_length = len(table.order_index)
+            while position < log_length and len(data) < behaviours.export_page_size:
+                modified = table.order_modified[position]
+                if horizon is not None and modified > horizon:
+                    break
+                if table.is_current(position):
+                    index = table.order_index[position]
+                    last = (modified, table.record_id(index))
+                    if active_filter is None or table.active[index] == active_filter:
+                        data.append(sim.record(entity.name, index))
+                position += 1
+            while position < log_length and not table.is_current(position):
+                position += 1
+            has_more = position < log_length and (
+                horizon is None or table.order_modified[position] <= horizon
+            )
+        return {"hasMore": has_more, "continueFrom": encode_token(*last), "data": data}
+
+
+def _export_active_filter(entity: Entity, params: Mapping[str, str]) -> int | None:
+    """Return the `active` value an export keeps, or None for all rows.
+
+    Only the appointment-assignment feed defaults to active rows; the
+    appointment feed returns all rows unless asked otherwise.
+    """
+    if entity.name not in ("appointment", "appointment_assignment"):
+        return None
+    default = "True" if entity.name == "appointment_assignment" else "Any"
+    value = params.get("active", default).lower()
+    if value == "any":
+        return None
+    return 1 if value == "true" else 0
+
+
+def encode_token(modified: int, record_id: int) -> str:
+    """Encode an export position: the (modifiedOn, id) of the last record served."""
+    raw = f"v1:{modified}:{record_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_from(value: str | None) -> tuple[int, int]:
+    """Decode an export ``from``: empty, a token from ``encode_token`` or a date."""
+    if not value:
+        return (-(2**62), 0)
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode()).decode()
+        version, modified, record_id = raw.split(":")
+        if version == "v1":
+            return (int(modified), int(record_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    try:
+        moment = parse_datetime(value)
+    except ValueError:
+        raise ApiProblem(400, f"The value '{value}' is not a valid continuation token or date.") from None
+    assert moment is not None
+    micros = int(moment.timestamp()) * MICROS + moment.microsecond
+    # `from=<date>` is inclusive: start just before the first record at that time.
+    return (micros - 1, 2**62)
+
+
+def _cache_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return key
+
+
+def _sorted(table: Any, matches: list[int], sort: str | None) -> list[int]:
+    if not sort:
+        return matches
+    descending = sort.startswith("-")
+    field = sort.lstrip("+- ").lower()
+    if field == "id":
+        return sorted(matches, reverse=descending)
+    if field == "modifiedon":
+        return sorted(matches, key=table.modified.__getitem__, reverse=descending)
+    if field == "createdon":
+        return sorted(matches, key=table.created.__getitem__, reverse=descending)
+    raise ApiProblem(400, f"Sorting by '{sort}' is not supported.")
+
+
+def _has_any(params: Mapping[str, str], names: tuple[str, ...]) -> bool:
+    return any(params.get(name) for name in names)
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ApiProblem(400, f"The value '{value}' is not valid for {name}.") from None
+    if number < minimum:
+        raise ApiProblem(400, f"The value '{value}' is not valid for {name}.")
+    return number
+
+
+def _date_param(params: Mapping[str, str], name: str) -> int:
+    try:
+        moment = parse_datetime(params[name])
+    except ValueError:
+        raise ApiProblem(400, f"The value '{params[name]}' is not valid for {name}.") from None
+    assert moment is not None
+    return int(moment.timestamp()) * MICROS + moment.microsecond
+
+
+def _id_list(params: Mapping[str, str], name: str) -> list[int] | None:
+    value = params.get(name)
+    if not value:
+        return None
+    try:
+        ids = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ApiProblem(400, f"The value '{value}' is not valid for {name}.") from None
+    if len(ids) > MAX_IDS:
+        raise ApiProblem(400, f"{name} accepts at most {MAX_IDS} ids.")
+    return ids
