@@ -12,6 +12,7 @@ import logging
 from rulesd.agent.claude import ModelClient
 from rulesd.agent.executor import ClaudeExecutor
 from rulesd.agent.providers.smtp import SmtpEmail
+from rulesd.agent.quiet_hours import parse_quiet_hours
 from rulesd.agent.providers.twilio import TwilioSms
 from rulesd.agent.tools import Providers
 from rulesd.config import Settings
@@ -36,6 +37,9 @@ def build_executor(settings: Settings, database_url: str, *, dry_run: bool) -> S
     is true, or when ``messaging.dry_run`` is unset and no provider is
     configured; the last case is logged as a WARNING at start because no message goes out.
     """
+    # Settings errors are raised before any HTTP client is opened.
+    parse_quiet_hours(settings.messaging.quiet_hours)
+    model = ModelClient(settings.agent)
     providers = build_providers(settings)
     configured = settings.messaging.dry_run
     if dry_run or configured:
@@ -51,5 +55,4 @@ def build_executor(settings: Settings, database_url: str, *, dry_run: bool) -> S
         )
     else:
         effective = False
-    return ClaudeExecutor(settings, database_url, dry_run=effective, model=ModelClient(settings.agent),
-                          providers=providers)
+    return ClaudeExecutor(settings, database_url, dry_run=effective, model=model, providers=providers)
