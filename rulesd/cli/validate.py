@@ -16,7 +16,7 @@ _GLOB_CHARACTERS = set("*?[")
 
 
 def _expand(arguments: tuple[str, ...]) -> list[Path]:
-    """Expand globs and check that every path exists; raise ``click.UsageError`` (exit 2) if not."""
+    """Expand globs and check that every path exists, or raise ``click.UsageError`` (exit 2)."""
     if not arguments:
         if not DEFAULT_RULES_DIR.is_dir():
             raise click.UsageError(f"no paths given and the default directory {DEFAULT_RULES_DIR}/ does not exist")

@@ -26,6 +26,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from rulesd.durations import parse_duration
+from rulesd.rules.diagnostics import did_you_mean
 from rulesd.rules.model import EvalContext
 from rulesd.rules.scope import PathError, Scope
 
@@ -58,7 +59,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class CompiledCondition:
-    """A condition compiled to a closure; satisfies ``rulesd.rules.model.Condition``."""
+    """A condition compiled to a closure, satisfying ``rulesd.rules.model.Condition``."""
 
     source: str
     aliases: frozenset[str]
@@ -93,7 +94,7 @@ def _parser() -> Lark:
 
 
 def parse_condition(source: str) -> tuple[Tree[Any] | None, list[Problem]]:
-    """Parse ``source`` into a Lark tree; return the tree or the parse problem."""
+    """Parse ``source`` into a Lark tree, or return None and the parse problem."""
     try:
         return _parser().parse(source), []
     except UnexpectedInput as exc:
@@ -266,7 +267,7 @@ _ARITHMETIC: dict[tuple[str, str, str], tuple[str, Callable[[Any, Any], Any]]] =
 
 
 class _Compiler:
-    """Compile one condition tree; record problems instead of stopping at the first."""
+    """Compile one condition tree, recording every problem instead of stopping at the first."""
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -417,8 +418,6 @@ class _Compiler:
         signature = _FUNCTIONS.get(name)
         if signature is None:
             known = ", ".join(f"{function}()" for function in sorted(_FUNCTIONS))
-            from rulesd.rules.diagnostics import did_you_mean
-
             raise self.fail(
                 _offset(tree), f"unknown function '{name}()'{did_you_mean(name, _FUNCTIONS)}; known: {known}"
             )

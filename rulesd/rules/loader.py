@@ -45,7 +45,7 @@ _TOOL_PHRASES: dict[str, re.Pattern[str]] = {
 
 @dataclass(frozen=True)
 class LoadResult:
-    """The rules that loaded and every diagnostic; ``ok`` when there is no error."""
+    """The rules that loaded and every diagnostic. ``ok`` is true when no diagnostic is an error."""
 
     rules: tuple[Rule, ...]
     diagnostics: tuple[Diagnostic, ...]
@@ -88,7 +88,7 @@ def find_rule_files(paths: Sequence[Path]) -> tuple[list[Path], list[Diagnostic]
 
 
 def load_rules(paths: Sequence[Path]) -> LoadResult:
-    """Load every rule file under ``paths``; return the valid rules and all diagnostics.
+    """Load every rule file under ``paths`` and return the valid rules with all diagnostics.
 
     A rule with an error is left out of ``rules``; when two files declare
     the same rule id, the later file (in path order) is the one reported
@@ -141,7 +141,7 @@ _CompileCache = dict[tuple[str, str, str], tuple[Any, list[Problem]]]
 def _load_file(
     file: Path, cache: _CompileCache
 ) -> tuple[Rule | None, list[Diagnostic], tuple[str, int, int, str] | None]:
-    """Load one file; return its rule (None on error), its diagnostics and its rule id's position."""
+    """Load one file and return its rule (None on error), its diagnostics and its rule id's position."""
     try:
         raw = file.read_bytes()
     except OSError as exc:
@@ -357,7 +357,7 @@ class _RuleBuilder:
     def _step(self, index: int, item: Any, seen: dict[str, int]) -> Step | None:
         base: KeyPath = ("steps", index)
         if not isinstance(item, dict) or not self.usable(base + ("name",)):
-            # The schema reported what is wrong; still check the parts that are there.
+            # The schema check reported the problem, but the parts that exist are still checked.
             self._condition(base + ("when",))
             self._template(base + ("do",))
             return None

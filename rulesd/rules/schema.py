@@ -27,7 +27,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def validate_schema(data: Any, source: SourceFile) -> set[KeyPath]:
-    """Report every schema violation in ``data`` to ``source``; return the key paths that failed.
+    """Report every schema violation in ``data`` to ``source`` and return the key paths that failed.
 
     The loader skips its own checks below a failed path, so one defect
     yields one message.
@@ -50,7 +50,7 @@ def validate_schema(data: Any, source: SourceFile) -> set[KeyPath]:
 
 
 def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
-    # A oneOf failure holds one error per branch; the branch whose type matched explains best.
+    # A oneOf failure contains one error per branch, and the branch whose type matched explains best.
     if error.validator == "oneOf" and error.context:
         typed = [sub for sub in error.context if sub.validator != "type"]
         if typed:

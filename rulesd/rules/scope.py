@@ -41,7 +41,7 @@ class Field:
 
 
 class PathError(Exception):
-    """Raised when a path names no alias or field; ``part`` is the index of the bad part."""
+    """Raised when a path names no alias or field. ``part`` is the index of the bad part."""
 
     def __init__(self, message: str, part: int) -> None:
         super().__init__(message)
@@ -69,7 +69,7 @@ class Scope:
         return cls(trigger_entity=entity_name, aliases=aliases)
 
     def resolve(self, parts: tuple[str, ...]) -> Field:
-        """Resolve ``parts`` (``('estimate', 'status')``); raise ``PathError`` naming the bad part."""
+        """Resolve ``parts`` such as ``('estimate', 'status')``, or raise ``PathError`` naming the bad part."""
         alias = parts[0]
         if alias == EVENT_ALIAS:
             return self._resolve_event(parts)

@@ -88,7 +88,7 @@ class SourceFile:
         # A plain scalar's style is None from the Python parser and '' from libyaml.
         if node.style in (None, "", "'", '"') and start.line == node.end_mark.line:
             quote = 1 if node.style else 0
-            # Escapes inside double quotes shift columns; the offset still lands on the right token.
+            # NOTE: an escape sequence before the offset in a double-quoted scalar shifts the column.
             return start.line, start.column + quote + offset
         if node.style == "|":
             line_index = value.count("\n", 0, offset)
@@ -118,7 +118,7 @@ _COMPOSER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_yaml(source: SourceFile) -> Any:
-    """Parse ``source`` into plain data, filling ``source.nodes``; return None after a syntax error."""
+    """Parse ``source`` into plain data and fill ``source.nodes``. Return None after a syntax error."""
     try:
         node = yaml.compose(source.text, Loader=_COMPOSER)
     except yaml.MarkedYAMLError as exc:
@@ -167,7 +167,7 @@ def _build(node: yaml.Node, key_path: KeyPath, source: SourceFile, key: yaml.Nod
 
 def _key(node: yaml.Node, source: SourceFile) -> Any:
     # YAML 1.1, which PyYAML follows, reads a plain `on`, `yes` or `off` as a
-    # boolean; as a key it always means the word (`trigger: {on: ...}`).
+    # boolean. As a key it always means the word (`trigger: {on: ...}`).
     if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool" and not node.style:
         return str(node.value)
     return _scalar(node, source)

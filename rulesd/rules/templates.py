@@ -20,7 +20,7 @@ Piece = Callable[[EvalContext], str]
 
 @dataclass(frozen=True)
 class CompiledTemplate:
-    """A template compiled to constant text and field readers; satisfies ``rulesd.rules.model.Template``."""
+    """A template compiled to constant text and field readers, satisfying ``rulesd.rules.model.Template``."""
 
     source: str
     aliases: frozenset[str]
@@ -44,7 +44,7 @@ def format_value(value: Any) -> str:
 
 
 def compile_template(source: str, scope: Scope) -> tuple[CompiledTemplate | None, list[Problem]]:
-    """Compile ``source``; return the template (None on any error) and every problem found."""
+    """Compile ``source`` and return the template (None on any error) with every problem found."""
     problems: list[Problem] = []
     pieces: list[Piece] = []
     aliases: set[str] = set()

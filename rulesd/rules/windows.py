@@ -21,7 +21,7 @@ _SPEC = re.compile(r"^\s*(?:(?P<days>[A-Za-z ,\-]+?)\s+)?(?P<start>\d{1,2}:\d{2}
 
 @dataclass(frozen=True)
 class DailyWindow:
-    """A sending window; satisfies ``rulesd.rules.model.Window``.
+    """A sending window, satisfying ``rulesd.rules.model.Window``.
 
     ``days`` holds weekday numbers (Monday is 0); ``start`` is inclusive and
     ``end`` exclusive, both local wall-clock times.
@@ -63,7 +63,7 @@ _UTC = timezone.utc
 
 
 def parse_window(text: str) -> DailyWindow:
-    """Parse a window specification; raise ``ValueError`` with a message naming the bad part."""
+    """Parse a window specification, or raise ``ValueError`` with a message naming the bad part."""
     if not isinstance(text, str):
         raise ValueError(f"invalid window {text!r}: expected business_hours or a span such as \"09:00-17:00\"")
     if text.strip() == BUSINESS_HOURS:
