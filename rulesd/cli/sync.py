@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 pass_context = click.make_pass_decorator(CliContext)
 
+SUMMARY_WIDTH = 160  # characters, for the summary table when output is piped
+
 
 @click.command()
 @click.option("--initial", "kind", flag_value="initial", help="Load every record, firing no change events.")
@@ -85,7 +87,9 @@ def sync(
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        Console(soft_wrap=True).print(summary_table(report))
+        # Rich squeezes a table into 80 columns when output is not a terminal.
+        width = None if sys.stdout.isatty() else SUMMARY_WIDTH
+        Console(width=width).print(summary_table(report))
     if not report.succeeded:
         reasons = "; ".join(f"{r.entity}: {r.error}" for r in report.failed)
         raise SyncError(
