@@ -7,12 +7,12 @@ enums follow ServiceTitan's v2 OpenAPI documents.
 
 from __future__ import annotations
 
-import random
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
 
 from rulesd.servicetitan.simulator import vocabulary as vocab
+from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import MICROS
 
 if TYPE_CHECKING:
@@ -56,21 +56,21 @@ def _base(sim: Simulator, entity: str, index: int) -> dict[str, Any]:
     }
 
 
-def _ref_id(sim: Simulator, entity: str, rng: random.Random) -> int:
+def _ref_id(sim: Simulator, entity: str, rng: FastRandom) -> int:
     """Pick an active reference record (business unit, technician...) and return its id."""
     table = sim.tables[entity]
     return table.record_id(rng.randrange(min(4, table.count) if rng.random() < 0.1 else table.count))
 
 
-def _person(rng: random.Random) -> tuple[str, str]:
+def _person(rng: FastRandom) -> tuple[str, str]:
     return rng.choice(vocab.FIRST_NAMES), rng.choice(vocab.LAST_NAMES)
 
 
-def _city(rng: random.Random) -> tuple[str, str, str, str, str, float, float]:
+def _city(rng: FastRandom) -> tuple[str, str, str, str, str, float, float]:
     return rng.choice(vocab.CITIES)
 
 
-def _address(rng: random.Random) -> dict[str, Any]:
+def _address(rng: FastRandom) -> dict[str, Any]:
     city, state, zip_prefix, _, _, lat, lon = _city(rng)
     unit = f"Apt {rng.randint(1, 40)}" if rng.random() < 0.12 else None
     return {
@@ -86,7 +86,7 @@ def _address(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _phone(rng: random.Random, area_code: str | None = None) -> str:
+def _phone(rng: FastRandom, area_code: str | None = None) -> str:
     area = area_code or _city(rng)[3]
     return f"{area}555{rng.randint(100, 199):04d}"
 
@@ -232,7 +232,7 @@ def customer_profile(sim: Simulator, index: int) -> tuple[str, str, str, bool]:
     """Return (name, type, time zone, is a company) of a customer."""
     rng = sim.rng("customer", index, salt=3)
     commercial = rng.random() < 0.12
-    tz = _city(random.Random(rng.random()))[4]
+    tz = _city(rng)[4]
     if commercial:
         name = f"{rng.choice(vocab.COMPANY_WORDS)} {rng.choice(vocab.COMPANY_KINDS)}"
         return name, "Commercial", tz, True

@@ -96,10 +96,12 @@ class Faults:
         with self._lock:
             now = time.monotonic()
             if self.rate_limit is not None:
+                # Only accepted requests use up the quota, so a client that
+                # backs off gets through once the second has passed.
                 self._window = [t for t in self._window if now - t < 1.0]
-                self._window.append(now)
-                if len(self._window) > self.rate_limit:
+                if len(self._window) >= self.rate_limit:
                     return "throttle"
+                self._window.append(now)
             if self.throttle_next > 0:
                 self.throttle_next -= 1
                 return "throttle"

@@ -6,10 +6,10 @@ is derived in ``build`` from the record's own random generator.
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING
 
 from rulesd.servicetitan.simulator import vocabulary as vocab
+from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import Children, Table
 from rulesd.servicetitan.simulator.tenant import (
     APPOINTMENT_FOR_JOB,
@@ -44,7 +44,7 @@ def generate_tenant(sim: Simulator) -> None:
     _generate_customers(sim, start)
 
 
-def _modified_after(rng: random.Random, created: int, anchor: int) -> int:
+def _modified_after(rng: FastRandom, created: int, anchor: int) -> int:
     """Return a last-change time after ``created``: most records change within days."""
     room = anchor - created
     if room <= 0:
@@ -112,7 +112,7 @@ def _generate_customers(sim: Simulator, start: int) -> None:
 
 
 def _child(
-    table: Table, parent: int, after: int, rng: random.Random, anchor: int, *, inactive: float
+    table: Table, parent: int, after: int, rng: FastRandom, anchor: int, *, inactive: float
 ) -> int:
     created = min(anchor, after + int(rng.random() * DAY))
     index = table.append(parent=parent, created=created, active=rng.random() >= inactive)
@@ -124,7 +124,7 @@ def _generate_location(
     sim: Simulator,
     customer: int,
     customer_created: int,
-    rng: random.Random,
+    rng: FastRandom,
     links: dict[tuple[str, str], Children],
 ) -> None:
     tables = sim.tables
@@ -142,7 +142,7 @@ def _generate_location(
     links[("location", "job")].close_parent(tables["job"].count)
 
 
-def _job_status(rng: random.Random, age: int) -> str:
+def _job_status(rng: FastRandom, age: int) -> str:
     if age > RECENT:
         return "Completed" if rng.random() < 0.88 else "Canceled"
     return rng.choice(("Scheduled", "Scheduled", "Scheduled", "Dispatched", "InProgress",
@@ -153,7 +153,7 @@ def _generate_job(
     sim: Simulator,
     location: int,
     created: int,
-    rng: random.Random,
+    rng: FastRandom,
     links: dict[tuple[str, str], Children],
 ) -> None:
     tables = sim.tables

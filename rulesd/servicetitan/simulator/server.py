@@ -94,6 +94,9 @@ class SimulatorServer:
         self._httpd.simulator = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
         self._stop_timer: threading.Timer | None = None
+        self._serving = threading.Event()
+        self._stopped = False
+        self._stop_lock = threading.Lock()
 
     @property
     def host(self) -> str:
@@ -109,6 +112,7 @@ class SimulatorServer:
 
     def start(self, *, timeout: float | None = None) -> SimulatorServer:
         """Serve in a background thread; with ``timeout``, stop by itself after that many seconds."""
+        self._serving.set()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="servicetitan-simulator", daemon=True
         )
@@ -137,6 +141,7 @@ class SimulatorServer:
 
             self.activity = Activity(self.sim, self.sim.activity)
             self.activity.start()
+        self._serving.set()
         self._httpd.serve_forever()
 
     def stop(self) -> None:
@@ -145,8 +150,13 @@ class SimulatorServer:
             self._stop_timer.cancel()
         if self.activity is not None:
             self.activity.stop()
-        if self._thread is not None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._serving.is_set():
             self._httpd.shutdown()
+        if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
         self._httpd.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from rulesd.servicetitan.catalog import ENTITIES, ENTITY_LIST
+from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import MICROS, Table
 
 logger = logging.getLogger(__name__)
@@ -165,10 +165,10 @@ class Simulator:
 
     # -- helpers shared by the generator, the record builder and the changes
 
-    def rng(self, entity: str, index: int, salt: int = 0) -> random.Random:
+    def rng(self, entity: str, index: int, salt: int = 0) -> FastRandom:
         """Return the random generator of one record: the same for the same seed and index."""
         code = self.tables[entity].code
-        return random.Random((self.seed << 48) ^ (code << 40) ^ (salt << 36) ^ index)
+        return FastRandom((self.seed << 48) ^ (code << 40) ^ (salt << 36) ^ index)
 
     def now(self) -> int:
         """Return a strictly increasing timestamp for a change, in epoch microseconds."""
