@@ -31,10 +31,15 @@ from rulesd.agent.tools import CHANNEL_OF_TOOL, TOOL_OF_CHANNEL, Providers, Step
 from rulesd.config import Settings
 from rulesd.db.connect import async_connect
 from rulesd.engine.executor import StepRequest, StepResult
+from rulesd.engine.rows import load_rows
 from rulesd.errors import DatabaseError, TransientAgentError
 from rulesd.logs import log_context
+from rulesd.servicetitan.catalog import related_entities
 
 logger = logging.getLogger(__name__)
+
+# Records the model always gets when the enrolled record reaches them, besides the rule's own aliases.
+RECORD_ALIASES = ("customer", "location", "job", "estimate", "invoice")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class ClaudeExecutor:
         contacts = await load_contacts(conn, request.customer_id, request.location_id)
         zone = await load_recipient_zone(conn, request.customer_id, request.location_id,
                                          self.settings.business.timezone)
+        rows = await self._record_rows(conn, request)
         state = StepState()
         toolbox = ToolBox(
             conn=conn, request=request, settings=self.settings.messaging, contacts=contacts, zone=zone,
@@ -104,7 +110,7 @@ class ClaudeExecutor:
         )
         tools = tuple(TOOL_OF_CHANNEL[channel] for channel in gate.channels)
         base_params = self._base_params(tools)
-        first = step_message(request.action, request.context.rows, contacts,
+        first = step_message(request.action, rows, contacts,
                              local_time=request.context.now.astimezone(zone), tools=(*tools, "skip"))
 
         async def on_usage(model: str, usage: dict[str, int]) -> None:
@@ -120,6 +126,17 @@ class ClaudeExecutor:
         logger.info("step %s finished: %s %s", request.step.name, result.outcome, result.detail,
                     extra={"event": "agent_step_finished", "outcome": result.outcome, **outcome.usage})
         return result
+
+    async def _record_rows(self, conn: psycopg.AsyncConnection, request: StepRequest) -> dict[str, Any]:
+        """Return the engine's rows plus the standard related records the rule itself does not read."""
+        rows: dict[str, Any] = dict(request.context.rows)
+        reachable = related_entities(request.entity)
+        missing = [alias for alias in RECORD_ALIASES if alias in reachable and alias not in rows]
+        if missing:
+            loaded = await load_rows(conn, request.entity, [request.entity_id], [*rows, *missing])
+            for alias in missing:
+                rows[alias] = loaded[request.entity_id].get(alias)
+        return rows
 
     def _base_params(self, tools: tuple[str, ...]) -> dict[str, Any]:
         agent = self.settings.agent

@@ -1,7 +1,8 @@
 """The text the model gets: a fixed system prompt and one message of step data.
 
 The system prompt depends only on the business profile and the limits, so
-it is byte-identical across steps and marked for prompt caching. Everything
+it is byte-identical across steps and marked for prompt caching. The step
+message is marked too, because every later turn of the step resends it. Everything
 that comes from ServiceTitan (names, summaries, memos) goes into the first
 user message as JSON inside ``<record_data>`` tags, with every ``<``
 escaped, so no customer text can close the tag or pose as an instruction.
@@ -107,7 +108,7 @@ def step_message(
 ) -> dict[str, Any]:
     """Return the first user message: the step's action and the records as delimited data."""
     data = {
-        "records": {alias: dict(row) if row is not None else None for alias, row in rows.items()},
+        "records": {alias: _without_nulls(row) for alias, row in rows.items()},
         "contacts": [
             {
                 "belongs_to": contact.owner,
@@ -130,7 +131,14 @@ def step_message(
         "</record_data>\n\n"
         f"Tools available for this step: {', '.join(tools)}. Carry out the step now."
     )
-    return {"role": "user", "content": [{"type": "text", "text": text}]}
+    # The second and later turns resend this message, so it is cached too.
+    return {"role": "user", "content": [{"type": "text", "text": text, "cache_control": CACHE_CONTROL}]}
+
+
+def _without_nulls(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {column: value for column, value in row.items() if value is not None}
 
 
 def to_json(value: Any) -> str:

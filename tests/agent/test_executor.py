@@ -407,3 +407,19 @@ async def test_executor_sends_email_over_smtp(seeded: str, anthropic_server: Ant
     row = ledger_rows(seeded)[0]
     assert row["status"] == "sent"
     assert row["provider_id"].startswith("<")
+
+
+async def test_executor_prompt_includes_location(seeded: str, anthropic_server: AnthropicServer,
+                                                 twilio_server: TwilioServer, make_executor: MakeExecutor) -> None:
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        conn.execute("INSERT INTO st_estimates (id, customer_id, location_id, name, status, raw)"
+                     " VALUES (5001, %s, 2001, 'Replace AC condenser', 'Open', '{}')", (CUSTOMER_ID,))
+    anthropic_server.push(text("Nothing to send."))
+    harness = make_executor(make_settings(anthropic_server, twilio_server), seeded)
+
+    await harness.executor.execute(make_request(seeded))
+
+    block = anthropic_server.requests[0].body["messages"][0]["content"][0]
+    assert '"location": {' in block["text"]
+    assert '"address_city": "Austin"' in block["text"]
+    assert block["cache_control"] == {"type": "ephemeral"}

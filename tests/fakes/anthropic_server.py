@@ -12,10 +12,10 @@ cache_control markers); a malformed request gets a 400
 ``invalid_request_error`` and is listed in ``problems``.
 
 Usage is computed, not scripted: token counts are estimated as one token
-per 4 characters of the JSON text, and the prefix up to the last
-``cache_control`` marker (tools, then system) is written to a simulated
-cache on first sight and read from it afterwards, as long as it is at
-least ``min_cacheable_tokens`` long. These are estimates for comparing
+per 4 characters of the JSON text. Each prefix that ends at a
+``cache_control`` marker (tools, then system, then messages) is written to
+a simulated cache on first sight and read from it afterwards, as long as
+it is at least ``min_cacheable_tokens`` long. These are estimates for comparing
 prompts, not the real tokenizer's counts.
 """
 
@@ -36,6 +36,7 @@ MIN_CACHEABLE_TOKENS = 1024  # the API's minimum cacheable prefix for Sonnet and
 # which rejects the sampling parameters even at their defaults.
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
 SAMPLING_PARAMETERS = ("temperature", "top_p", "top_k")
+MAX_CACHE_BREAKPOINTS = 4
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -244,34 +245,55 @@ def _message(state: AnthropicState, body: dict[str, Any], reply: Reply) -> dict[
 
 
 def _usage(state: AnthropicState, body: dict[str, Any], content: list[dict[str, Any]]) -> dict[str, int]:
-    """Estimate usage, with the tools-then-system prefix cached when long enough."""
-    prefix = {"tools": body.get("tools") or [], "system": body.get("system") or []}
-    prefix_tokens = estimate_tokens(prefix)
-    rest_tokens = estimate_tokens(body["messages"])
-    marked = _has_cache_marker(prefix)
-    created = read = 0
-    if marked and prefix_tokens >= state.min_cacheable_tokens:
-        key = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()
-        with state.lock:
-            if key in state.cache:
-                read = prefix_tokens
-            else:
-                state.cache.add(key)
-                created = prefix_tokens
-        input_tokens = rest_tokens
-    else:
-        input_tokens = prefix_tokens + rest_tokens
+    """Estimate usage, reading and writing the simulated cache at every ``cache_control`` breakpoint.
+
+    The request is read as one sequence of blocks (tools, then system, then
+    each message's content). The longest prefix ending at a breakpoint that
+    was seen before is a cache read; the rest up to the last breakpoint is a
+    cache write. Prefixes shorter than ``min_cacheable_tokens`` are not cached.
+    """
+    blocks = _prompt_blocks(body)
+    total = sum(estimate_tokens(block) for block in blocks)
+    breakpoints: list[tuple[int, str]] = []
+    running = 0
+    digest = hashlib.sha256()
+    for block in blocks:
+        running += estimate_tokens(block)
+        digest.update(json.dumps(block, sort_keys=True).encode())
+        if isinstance(block.get("block"), dict) and "cache_control" in block["block"]:
+            breakpoints.append((running, digest.copy().hexdigest()))
+    cacheable = [(tokens, key) for tokens, key in breakpoints if tokens >= state.min_cacheable_tokens]
+    read = written = 0
+    with state.lock:
+        hits = [tokens for tokens, key in cacheable if key in state.cache]
+        read = max(hits, default=0)
+        if cacheable:
+            written = max(cacheable[-1][0] - read, 0)
+        state.cache.update(key for _, key in cacheable)
     return {
-        "input_tokens": input_tokens,
+        "input_tokens": total - read - written,
         "output_tokens": estimate_tokens(content),
-        "cache_creation_input_tokens": created,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": read,
     }
 
 
-def _has_cache_marker(prefix: dict[str, Any]) -> bool:
-    blocks = list(prefix["tools"]) + list(prefix["system"])
-    return any(isinstance(block, dict) and "cache_control" in block for block in blocks)
+def _prompt_blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"part": "tools", "block": tool} for tool in body.get("tools") or []]
+    system = body.get("system") or []
+    if isinstance(system, str):
+        system = [{"type": "text", "text": system}]
+    blocks.extend({"part": "system", "block": block} for block in system)
+    for message in body["messages"]:
+        content = message["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        blocks.extend({"part": message["role"], "block": block} for block in content)
+    return blocks
+
+
+def _count_cache_markers(body: dict[str, Any]) -> int:
+    return sum(1 for block in _prompt_blocks(body) if isinstance(block["block"], dict) and "cache_control" in block["block"])
 
 
 def validate_request(body: dict[str, Any], headers: dict[str, str]) -> list[str]:
@@ -297,6 +319,8 @@ def validate_request(body: dict[str, Any], headers: dict[str, str]) -> list[str]
     problems.extend(_validate_system(body.get("system")))
     tool_names = _validate_tools(body.get("tools"), problems)
     problems.extend(_validate_messages(body.get("messages"), tool_names))
+    if not problems and _count_cache_markers(body) > MAX_CACHE_BREAKPOINTS:
+        problems.append(f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided")
     return problems
 
 
