@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -86,9 +86,9 @@ class Faults:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            key: value
-            for key, value in asdict(self).items()
-            if not key.startswith("_") and key != "seed"
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if not item.name.startswith("_") and item.name != "seed"
         }
 
     def next_fault(self) -> str | None:
