@@ -31,7 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 DEFAULT_LIFETIME = 300.0  # seconds; the server shuts itself down after this
-MIN_CACHEABLE_TOKENS = 1024  # the API's minimum cacheable prefix for Sonnet and Opus models
+# The minimum cacheable prefix for Claude Sonnet 4.5 in Anthropic's prompt caching
+# documentation; Claude Haiku 4.5 and Opus 4.5 need 4,096.
+MIN_CACHEABLE_TOKENS = 1024
 # 2023-06-01 is the long-standing version; the anthropic SDK 2.x sends 2026-10-21,
 # which rejects the sampling parameters even at their defaults.
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
