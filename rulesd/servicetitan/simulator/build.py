@@ -7,7 +7,7 @@ enums follow ServiceTitan's v2 OpenAPI documents.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,20 +18,20 @@ from rulesd.servicetitan.simulator.state import MICROS
 if TYPE_CHECKING:
     from rulesd.servicetitan.simulator.tenant import Simulator
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1)  # naive UTC: isoformat() is much faster than strftime()
 CENT = Decimal("0.01")
 
 
 def timestamp(micros: int) -> str:
     """Format epoch microseconds the way ServiceTitan does: 7 fractional digits and ``Z``."""
     moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    return moment.isoformat(timespec="microseconds") + "0Z"
 
 
 def day_timestamp(micros: int) -> str:
     """Format a date-only value as ServiceTitan does: midnight UTC."""
     moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT00:00:00Z")
+    return moment.date().isoformat() + "T00:00:00Z"
 
 
 def money(value: Decimal) -> str:
