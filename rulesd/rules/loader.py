@@ -371,7 +371,10 @@ class _RuleBuilder:
         window = self._window(base + ("window",))
         when = self._condition(base + ("when",))
         action = self._template(base + ("do",))
-        tools = tuple(item.get("tools", ())) if self.usable(base + ("tools",)) else ()
+        tools: tuple[str, ...] = ()
+        if self.usable(base + ("tools",)):
+            # Items that failed the schema (not a string, not a known tool) are already reported.
+            tools = tuple(tool for tool in item["tools"] if isinstance(tool, str))
         self._check_tools(base, tools)
         if action is None:
             return None

@@ -189,3 +189,11 @@ def _scalar(node: yaml.Node, source: SourceFile) -> Any:
         line, column = node.start_mark.line, node.start_mark.column
         source.report_at(line, column, f"invalid YAML value: {exc.problem}", code="yaml-syntax")
         return None
+    except Exception as exc:  # noqa: BLE001
+        # An explicit tag the value does not fit, such as `!!int text`. PyYAML's
+        # constructors then raise ValueError, TypeError or even AttributeError
+        # (`!!timestamp text` in PyYAML 6.0), so every error is caught here.
+        line, column = node.start_mark.line, node.start_mark.column
+        message = f"invalid YAML value {node.value!r} for tag {node.tag}: {exc}"
+        source.report_at(line, column, message, code="yaml-syntax")
+        return None

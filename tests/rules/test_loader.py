@@ -170,3 +170,26 @@ def test_load_rules_block_scalar_position(tmp_path: Path) -> None:
 
     assert (diagnostic.line, diagnostic.column) == (20, 24)
     assert diagnostic.source_line == "      named {{customer.nmae}}."
+
+
+def test_load_rules_bad_explicit_tags(tmp_path: Path) -> None:
+    text = GOOD_RULE.replace("  - name: thanks", "  - name: !!int thanks").replace(
+        "    after: 30m", "    after: !!timestamp soon"
+    )
+    _write(tmp_path, "tags.yaml", text)
+
+    result = load_rules([tmp_path])
+
+    messages = [diagnostic.message for diagnostic in result.diagnostics]
+    assert any("invalid YAML value 'thanks' for tag tag:yaml.org,2002:int" in message for message in messages)
+    assert any("invalid YAML value 'soon' for tag tag:yaml.org,2002:timestamp" in message for message in messages)
+    assert not result.ok
+
+
+def test_load_rules_tool_item_not_string(tmp_path: Path) -> None:
+    _write(tmp_path, "tools.yaml", GOOD_RULE.replace("tools: [send_sms]", "tools: [{send: sms}]"))
+
+    result = load_rules([tmp_path])
+
+    assert [diagnostic.line for diagnostic in result.diagnostics] == [18, 19]
+    assert "steps[0].tools[0]" in result.diagnostics[1].message
