@@ -2,7 +2,7 @@
 
 Runs every step of ``rules/`` and ``examples/rules/`` through the real
 executor and the real anthropic SDK, pointed at the scripted Messages API
-server from ``tests/fakes`` on 127.0.0.1, with SMS going to the local
+server from ``tests/fakes`` on 127.0.0.1. SMS goes to the local
 Twilio-compatible server and e-mail to a local aiosmtpd server. Each step
 runs twice: the first run ("cold") starts with an empty cache for its
 tool set, the second ("warm") finds the system prompt and tools cached.
