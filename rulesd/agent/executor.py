@@ -156,6 +156,13 @@ class ClaudeExecutor:
         if earlier.result is not None:
             return earlier
         channels = earlier.channels
+        if not dry_run:
+            unconfigured = [channel for channel in channels if self._provider(channel) is None]
+            channels = tuple(channel for channel in channels if channel not in unconfigured)
+            if unconfigured and not channels:
+                keys = " or ".join("sms.provider" if channel == "sms" else "email.provider" for channel in unconfigured)
+                return Gate(StepResult("failed", detail=f"no provider is configured for {', '.join(unconfigured)}; "
+                                                        f"set {keys}, or run with --dry-run"))
 
         budget = await check_budget(conn, self.settings.agent.daily_token_budget, request.context.now,
                                     self.business_zone)
@@ -178,6 +185,9 @@ class ClaudeExecutor:
                             extra={"event": "step_deferred", "reason": "quiet_hours"})
                 return Gate(StepResult("deferred", detail=f"quiet hours in {zone.key}", defer_until=until))
         return await self._apply_caps(conn, request, channels, dry_run)
+
+    def _provider(self, channel: Channel) -> object | None:
+        return self.providers.sms if channel == "sms" else self.providers.email
 
     async def _earlier_attempts(
         self, conn: psycopg.AsyncConnection, request: StepRequest, wanted: list[Channel]

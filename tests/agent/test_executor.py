@@ -423,3 +423,15 @@ async def test_executor_prompt_includes_location(seeded: str, anthropic_server: 
     assert '"location": {' in block["text"]
     assert '"address_city": "Austin"' in block["text"]
     assert block["cache_control"] == {"type": "ephemeral"}
+
+
+async def test_executor_missing_provider_fails_clearly(seeded: str, anthropic_server: AnthropicServer,
+                                                       twilio_server: TwilioServer,
+                                                       make_executor: MakeExecutor) -> None:
+    harness = make_executor(make_settings(anthropic_server, twilio_server), seeded)
+
+    result = await harness.executor.execute(make_request(seeded, rule=make_rule(tools=("send_email",))))
+
+    assert result.outcome == "failed"
+    assert "no provider is configured for email; set email.provider" in result.detail
+    assert anthropic_server.requests == []
