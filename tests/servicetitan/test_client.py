@@ -144,8 +144,8 @@ def test_export_resumes_from_saved_token(server: SimulatorServer) -> None:
     assert changed == [open_estimate, created["id"]]
 
 
-def test_export_resume_mid_feed_neither_skips_nor_repeats(server: SimulatorServer) -> None:
-    async def scenario() -> list[int]:
+def test_export_resume_mid_feed_neither_skips_nor_repeats() -> None:
+    async def scenario(server: SimulatorServer) -> list[int]:
         async with ServiceTitanClient(client_settings(server)) as client:
             seen: list[int] = []
             token = None
@@ -153,23 +153,20 @@ def test_export_resume_mid_feed_neither_skips_nor_repeats(server: SimulatorServe
                 seen.extend(r["id"] for r in page.records)
                 token = page.continue_from
                 break
-            # A record served before the break changes and must come back once.
-            server.sim.apply("cancel_job", id=_open_job(server))
+            # A job served on the first page changes, so it must come back once.
+            changed.append(server.sim.apply("create_estimate", job_id=seen[3])["jobId"])
             rest, _ = await export_ids(client, ENTITIES["job"], continue_from=token)
             return seen + rest
 
-    ids = run(scenario())
-    assert set(ids) == {server.sim.table("job").record_id(i) for i in range(server.sim.table("job").count)}
-    assert len(ids) == len(set(ids)) + 1 or len(ids) == len(set(ids))
-
-
-def _open_job(server: SimulatorServer) -> int:
-    sim = server.sim
-    jobs = sim.table("job")
-    for index in range(jobs.count - 1, -1, -1):
-        if sim.status_name("job", index) in ("Scheduled", "Dispatched"):
-            return jobs.record_id(index)
-    return sim.apply("create_job", customer_id=sim.table("customer").record_id(0))["id"]
+    changed: list[int] = []
+    with running_simulator(customers=80, behaviours=Behaviours(export_page_size=40)) as server:
+        ids = run(scenario(server))
+        jobs = server.sim.table("job")
+        expected = {jobs.record_id(i) for i in range(jobs.count)}
+    assert len(ids) > 40
+    assert set(ids) == expected
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    assert repeated == changed
 
 
 def _full_export(server: SimulatorServer, entity: str, **settings: Any) -> tuple[list[int], Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 MAX_IDS = 50
 _CACHE_SIZE = 16  # filtered index lists kept per simulator, so paging is not O(n) per page
+_PAGING_PARAMS = frozenset({"page", "pageSize", "includeTotal"})
 
 
 class ApiProblem(Exception):
@@ -94,14 +96,15 @@ class Queries:
 
     def _matching(self, entity: Entity, params: Mapping[str, str]) -> list[int]:
         table = self.sim.table(entity.name)
-        key = (entity.name, table.count, table.version, tuple(sorted(params.items())))
-        key = tuple(item for item in key)  # hashable snapshot
-        cached = self._cache.get(_cache_key(key))
+        # Paging params do not change the match list; a change to the table does.
+        filters = tuple(sorted((k, v) for k, v in params.items() if k not in _PAGING_PARAMS))
+        key = (entity.name, table.count, table.version, filters)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(_cache_key(key))
+            self._cache.move_to_end(key)
             return cached
         matches = self._filter(entity, params)
-        self._cache[_cache_key(key)] = matches
+        self._cache[key] = matches
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return matches
@@ -198,7 +201,7 @@ class Queries:
                 position = max(0, position - behaviours.recent_changes_repeat)
             horizon = None
             if not recent and behaviours.export_delay > 0:
-                horizon = sim.now() - int(behaviours.export_delay * MICROS)
+                horizon = int((time.time() - behaviours.export_delay) * MICROS)
             active_filter = _export_active_filter(entity, params)
 
             data: list[dict[str, Any]] = []
@@ -263,10 +266,6 @@ def _decode_from(value: str | None) -> tuple[int, int]:
     micros = int(moment.timestamp()) * MICROS + moment.microsecond
     # `from=<date>` is inclusive: start just before the first record at that time.
     return (micros - 1, 2**62)
-
-
-def _cache_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    return key
 
 
 def _sorted(table: Any, matches: list[int], sort: str | None) -> list[int]:

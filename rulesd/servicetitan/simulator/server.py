@@ -183,7 +183,8 @@ class SimulatorServer:
             issued.generation == self.faults.token_generation
         )
 
-    def route(self, module: str, tenant: str, path: str) -> tuple[Entity, str] | None:
+    def route(self, module: str, path: str) -> tuple[Entity, str] | None:
+        """Return the entity and endpoint kind ("list" or "export") of an API path."""
         return self._routes.get((module, path))
 
 
@@ -283,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         if tenant != str(server.tenant_id):
             self._problem(404, f"Tenant {tenant} not found or not connected to this app.")
             return
-        route = server.route(module, tenant, resource)
+        route = server.route(module, resource)
         if route is None:
             self._problem(404, "Not Found")
             return
