@@ -26,7 +26,8 @@ def write_rule_files(directory: Path, count: int) -> None:
     for index in range(count):
         template = templates[index % len(templates)]
         lines = template.read_text(encoding="utf-8").splitlines(keepends=True)
-        trigger_alias = next(line.split(":", 1)[1].strip().split(".")[0] for line in lines if line.strip().startswith("on:"))
+        on_line = next(line for line in lines if line.strip().startswith("on:"))
+        trigger_alias = on_line.split(":", 1)[1].strip().split(".")[0]
         rewritten = []
         for line in lines:
             if line.startswith("rule:"):

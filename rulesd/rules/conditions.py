@@ -521,9 +521,11 @@ class _Compiler:
             self._expect_kind(right, "string", "contains")
         elif left.kind.startswith("list:"):
             if not _comparable(left.kind[5:], right.kind):
-                raise self.fail(right.offset, f"'contains' looks for a {left.kind[5:]} in this list, got a {_kind_name(right.kind)}")
+                message = f"'contains' looks for a {left.kind[5:]} in this list, got a {_kind_name(right.kind)}"
+                raise self.fail(right.offset, message)
         elif left.kind != "json":
-            raise self.fail(left.offset, f"'contains' needs a string or a list on its left, got a {_kind_name(left.kind)}")
+            message = f"'contains' needs a string or a list on its left, got a {_kind_name(left.kind)}"
+            raise self.fail(left.offset, message)
         function = _null_safe_binary(left, right, lambda a, b: b in a)
         return _Node(_as_predicate(function), "boolean", _offset(tree))
 
@@ -647,7 +649,13 @@ def _unquote(text: str) -> str:
 Signature = Callable[[_Compiler, Tree[Any], Sequence[_Node]], _Node]
 
 
-def _expect_arguments(compiler: _Compiler, tree: Tree[Any], name: str, arguments: Sequence[_Node], kinds: Sequence[tuple[str, ...]]) -> None:
+def _expect_arguments(
+    compiler: _Compiler,
+    tree: Tree[Any],
+    name: str,
+    arguments: Sequence[_Node],
+    kinds: Sequence[tuple[str, ...]],
+) -> None:
     if len(arguments) != len(kinds):
         count = len(kinds)
         noun = "argument" if count == 1 else "arguments"

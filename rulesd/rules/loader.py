@@ -90,9 +90,8 @@ def find_rule_files(paths: Sequence[Path]) -> tuple[list[Path], list[Diagnostic]
 def load_rules(paths: Sequence[Path]) -> LoadResult:
     """Load every rule file under ``paths`` and return the valid rules with all diagnostics.
 
-    A rule with an error is left out of ``rules``; when two files declare
-    the same rule id, the later file (in path order) is the one reported
-    and left out.
+    A rule with an error is left out of ``rules``. When two files declare
+    the same rule id, the later file in path order is reported and left out.
     """
     files, diagnostics = find_rule_files(paths)
     rules: list[Rule] = []
@@ -175,7 +174,7 @@ class _RuleBuilder:
         self.scope: Scope | None = None
 
     def usable(self, key_path: KeyPath) -> bool:
-        """Whether ``key_path`` exists and neither it nor a parent failed the schema."""
+        """Return whether ``key_path`` exists and neither it nor a parent failed the schema."""
         if any(key_path[: len(failed)] == failed for failed in self.failed):
             return False
         return key_path in self.source.nodes
@@ -278,7 +277,8 @@ class _RuleBuilder:
         parts = tuple(key.split("."))
         assert self.scope is not None
         if parts[0] == "event":
-            self.source.report(("enroll", "key"), "enroll.key: must name a row's field, not the event", code="invalid-value")
+            message = "enroll.key: must name a row's field, not the event"
+            self.source.report(("enroll", "key"), message, code="invalid-value")
             return None
         try:
             resolved = self.scope.resolve(parts)
@@ -383,7 +383,7 @@ class _RuleBuilder:
         return Step(name, after, action, tools, window, when, position)
 
     def _check_tools(self, base: KeyPath, tools: tuple[str, ...]) -> None:
-        """Report an action that asks for a channel whose tool the step does not list."""
+        """Report an action that requests a channel whose tool the step does not list."""
         do_path = base + ("do",)
         if not self.usable(do_path) or not self.usable(base + ("tools",)):
             return
@@ -394,7 +394,7 @@ class _RuleBuilder:
                 continue
             listed = ", ".join(tools) if tools else "nothing"
             message = (
-                f"{describe_path(do_path)}: the action asks to '{match.group(0)}' but tools lists {listed}; "
+                f"{describe_path(do_path)}: the action requests '{match.group(0)}' but tools lists {listed}; "
                 f"add {tool} to tools"
             )
             self.source.report(do_path, message, offset=match.start(), code="tool-not-listed")

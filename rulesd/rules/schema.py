@@ -36,7 +36,10 @@ def validate_schema(data: Any, source: SourceFile) -> set[KeyPath]:
     failed: set[KeyPath] = set()
     if _conforms(data, rule_schema()) is True:
         return failed
-    errors = sorted(_validator().iter_errors(data), key=lambda error: (list(map(str, error.absolute_path)), error.validator))
+    errors = sorted(
+        _validator().iter_errors(data),
+        key=lambda error: (list(map(str, error.absolute_path)), error.validator),
+    )
     for error in errors:
         for leaf in _leaf_errors(error):
             _report(leaf, source)
@@ -182,7 +185,7 @@ def _report(error: jsonschema.ValidationError, source: SourceFile) -> None:
         expected = error.validator_value
         message = f"expected {_type_name(expected)}, got {_instance_type(error.instance)}"
         if not key_path:
-            message = f"a rule file holds one mapping of keys: {message}"
+            message = f"invalid rule file, which must be one mapping of keys: {message}"
         else:
             message = f"{where}: {message}"
         source.report(key_path, message, code="invalid-type")
@@ -197,7 +200,7 @@ def _report(error: jsonschema.ValidationError, source: SourceFile) -> None:
         source.report(key_path, f"{where}: lists the same value twice", code="invalid-value")
         return
     if not key_path:
-        source.report(key_path, f"a rule file holds one mapping of keys; {error.message}", code="schema")
+        source.report(key_path, f"invalid rule file, which must be one mapping of keys: {error.message}", code="schema")
         return
     source.report(key_path, f"{where}: {error.message}", code="schema")
 

@@ -1,6 +1,6 @@
 """Read a rule file's YAML while keeping the line and column of every key and value.
 
-``yaml.compose`` builds a node tree that carries marks; this module turns
+``yaml.compose`` builds a node tree that carries marks. This module turns
 it into plain Python data plus a map from each key path (``('steps', 0,
 'when')``) to its nodes, so later checks can point at the exact spot.
 """
@@ -139,7 +139,7 @@ def read_yaml(source: SourceFile) -> Any:
         source.report_at(0, 0, f"invalid YAML: {exc}", code="yaml-syntax")
         return None
     if node is None:
-        source.report_at(0, 0, "the file is empty: a rule file holds one rule mapping", code="schema")
+        source.report_at(0, 0, "empty rule file: a rule file must contain one rule mapping", code="schema")
         return None
     return _build(node, (), source)
 

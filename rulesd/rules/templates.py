@@ -88,7 +88,11 @@ def _compile_placeholder(
     offset = match.start(1)
     if not _PATH.fullmatch(text) or "." not in text:
         problems.append(
-            Problem(offset, f"placeholder '{{{{{text}}}}}' must name a field such as {{{{customer.name}}}}", code="template")
+            Problem(
+                offset,
+                f"placeholder '{{{{{text}}}}}' must name a field such as {{{{customer.name}}}}",
+                code="template",
+            )
         )
         return None
     parts = tuple(text.split("."))

@@ -23,7 +23,7 @@ _SPEC = re.compile(r"^\s*(?:(?P<days>[A-Za-z ,\-]+?)\s+)?(?P<start>\d{1,2}:\d{2}
 class DailyWindow:
     """A sending window, satisfying ``rulesd.rules.model.Window``.
 
-    ``days`` holds weekday numbers (Monday is 0); ``start`` is inclusive and
+    ``days`` contains weekday numbers, Monday being 0. ``start`` is inclusive and
     ``end`` exclusive, both local wall-clock times.
     """
 

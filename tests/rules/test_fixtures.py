@@ -1,4 +1,4 @@
-"""Each bad fixture holds one defect and states, on its last line, the one diagnostic it must produce."""
+"""Each bad fixture contains one defect, and its last line states the one diagnostic it must produce."""
 
 from __future__ import annotations
 
