@@ -8,7 +8,7 @@ Run from the repository root with the virtualenv active:
 Steps, all on this machine and on 127.0.0.1:
 
 1. ``rulesd simulator serve`` starts as a subprocess. Start-up is the time
-   until ``/_sim/counts`` answers; memory is the process's resident set
+   until ``/_sim/counts`` responds; memory is the process's resident set
    (``VmRSS``) and its peak (``VmHWM``) from ``/proc``.
 2. The real ``ServiceTitanClient`` (no page delay, no client rate limit)
    reads export feeds (500 records a page) and customer list pages of
@@ -62,10 +62,10 @@ def start_server(scale: str, port: int) -> tuple[subprocess.Popen[bytes], float,
     url = f"http://127.0.0.1:{port}/_sim/counts"
     while True:
         if process.poll() is not None:
-            raise SystemExit(f"simulator exited with code {process.returncode} before answering")
+            raise SystemExit(f"simulator exited with code {process.returncode} before responding")
         if time.monotonic() - started > STARTUP_TIMEOUT:
             process.kill()
-            raise SystemExit(f"simulator did not answer within {STARTUP_TIMEOUT:.0f} s")
+            raise SystemExit(f"simulator did not respond within {STARTUP_TIMEOUT:.0f} s")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 counts = json.loads(response.read())

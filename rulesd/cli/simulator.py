@@ -37,7 +37,7 @@ def simulator() -> None:
 @click.option("--client-secret", default="cs.simulator-secret", show_default=True)
 @click.option("--app-key", default="ak1.simulator", show_default=True)
 @click.option("--rate-limit", type=float, default=None,
-              help="Answer 429 above this many requests per second. Default: no limit.")
+              help="Respond with 429 above this many requests per second. Default: no limit.")
 @click.pass_context
 def serve(
     ctx: click.Context,

@@ -356,7 +356,9 @@ class ServiceTitanClient:
     async def _attempt(
         self, url: str, endpoint: str, params: dict[str, str], envelope: tuple[str, ...]
     ) -> Any:
-        assert self._http is not None and self._auth is not None and self._limiter is not None
+        assert self._http is not None
+        assert self._auth is not None
+        assert self._limiter is not None
         await self._limiter.acquire()
         try:
             # Fetched on every attempt, so a retry after a long wait never
@@ -487,7 +489,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _requested_wait(response: httpx.Response, title: str | None) -> float | None:
-    """Return the wait a 429 asks for: ``Retry-After``, else the seconds named in the title."""
+    """Return the wait a 429 requests: ``Retry-After``, else the seconds named in the title."""
     header = _retry_after(response)
     if header is not None:
         return header

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def handle_admin(
     server: SimulatorServer, method: str, path: str, query: str, body: bytes
 ) -> tuple[int, Any]:
-    """Answer one admin request; return (HTTP status, JSON body)."""
+    """Handle one admin request and return (HTTP status, JSON body)."""
     parts = path[len("/_sim/"):].strip("/").split("/")
     try:
         payload = json.loads(body) if body else {}

@@ -15,7 +15,7 @@ class Faults:
 
     Counters ending in ``_next`` apply to that many upcoming API requests
     (not token requests). ``rate_limit`` is requests per second per tenant
-    above which the API answers 429, as ServiceTitan does above 60/s; None
+    above which the API responds with 429, as ServiceTitan does above 60/s; None
     disables it. ``throttle_wait`` is the wait in seconds a 429 states in its
     title and, when ``retry_after`` is set, in a ``Retry-After`` header.
     ``token_lifetime`` is the ``expires_in`` of new tokens, and
@@ -44,13 +44,13 @@ class Faults:
         self._rng.seed(self.seed)
 
     def storm(self, requests: int, *, wait: float = 1.0) -> None:
-        """Answer the next ``requests`` API calls with 429."""
+        """Respond to the next ``requests`` API calls with 429."""
         with self._lock:
             self.throttle_next = requests
             self.throttle_wait = wait
 
     def burst(self, requests: int, *, status: int = 503) -> None:
-        """Answer the next ``requests`` API calls with a 5xx and an HTML body."""
+        """Respond to the next ``requests`` API calls with a 5xx and an HTML body."""
         with self._lock:
             self.fail_next = requests
             self.fail_status = status

@@ -102,10 +102,8 @@ def _generate_customers(sim: Simulator, start: int) -> None:
 
         if rng.random() < 0.3:
             membership = _child(tables["membership"], c, created, rng, anchor, inactive=0.0)
-            roll = rng.random()
-            status = "Active" if roll < 0.75 else "Expired" if roll < 0.85 else (
-                "Canceled" if roll < 0.95 else "Suspended" if roll < 0.99 else "Deleted"
-            )
+            status = _pick(rng, (("Active", 0.75), ("Expired", 0.10), ("Canceled", 0.10),
+                                 ("Suspended", 0.04), ("Deleted", 0.01)))
             sim.set_status("membership", membership, status)
             tables["membership"].active[membership] = 0 if status == "Deleted" else 1
         links[("customer", "membership")].close_parent(tables["membership"].count)
@@ -183,9 +181,8 @@ def _generate_job(
 
     for _ in range(rng.choice((0, 0, 1, 1, 1, 2))):
         estimate = _child(tables["estimate"], job, created, rng, anchor, inactive=0.01)
-        roll = rng.random()
         if status in ("Completed", "Canceled"):
-            estimate_status = "Sold" if roll < 0.35 else "Dismissed" if roll < 0.6 else "Open"
+            estimate_status = _pick(rng, (("Sold", 0.35), ("Dismissed", 0.25), ("Open", 0.40)))
         else:
             estimate_status = "Open"
         sim.set_status("estimate", estimate, estimate_status)
@@ -201,3 +198,13 @@ def _generate_job(
         tables["payment"].modified[payment] = paid
         tables["invoice"].modified[invoice] = paid
     links[("invoice", "payment")].close_parent(tables["payment"].count)
+
+
+def _pick(rng: FastRandom, weighted: tuple[tuple[str, float], ...]) -> str:
+    """Return one name of ``weighted`` (name, probability) pairs; the last takes any remainder."""
+    roll = rng.random()
+    for name, probability in weighted:
+        if roll < probability:
+            return name
+        roll -= probability
+    return weighted[-1][0]

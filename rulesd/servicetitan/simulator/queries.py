@@ -56,7 +56,7 @@ NO_ACTIVE_FILTER = frozenset({"customer_contact", "location_contact", "job"})
 
 
 class Queries:
-    """Answer list and export requests from a ``Simulator``."""
+    """Build list and export responses from a ``Simulator``."""
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim

@@ -36,7 +36,7 @@ HTML_ERROR = (
 
 @dataclass
 class ServerStats:
-    """Counters of what the server has answered."""
+    """Counters of the requests the server has handled."""
 
     requests: int = 0
     pages: int = 0

@@ -1,6 +1,6 @@
 """Compact per-entity state of the simulated tenant.
 
-A medium tenant holds about a million records. Only what changes or what
+A medium tenant contains about a million records. Only what changes or what
 links records is kept, in ``array`` columns of a few bytes per record;
 everything else is generated again from (seed, entity, index) whenever a
 record is served.
