@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +46,11 @@ from rulesd.sync.upsert import RecordFailure, Upserter, UpsertCounts, create_sta
 logger = logging.getLogger(__name__)
 
 READ_AHEAD_PAGES = 2  # pages fetched ahead of the writer, per entity
+BATCH_ATTEMPTS = 5  # tries of one batch transaction that hits a deadlock or serialization failure
+RETRYABLE_ERRORS: tuple[type[psycopg.Error], ...] = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 MAX_LOGGED_FAILURES = 5  # bad records logged one by one per entity and run; the rest are counted
 
 SYNC_KINDS: tuple[SyncKind, ...] = ("initial", "incremental", "full")
@@ -346,12 +352,26 @@ class EntitySync:
         cursor: str | None,
         log_id: int,
     ) -> UpsertCounts:
-        async with conn.transaction():
-            if plan.kind != "incremental":
-                await conn.execute("SELECT set_config('rulesd.suppress_events', 'on', true)")
-            counts, failures = await upserter.write(conn, records)
-            await self._save_cursor(conn, plan, cursor)
-            await state.add_log_counts(conn, log_id, counts)
+        # Triggers of other features write shared tables (the contact triggers
+        # write suppressions), so two entities' batches can deadlock. Postgres
+        # rolls the victim back whole, and the batch is simply written again.
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                async with conn.transaction():
+                    counts, failures = await self._write_batch_once(conn, upserter, plan, records, cursor, log_id)
+                break
+            except RETRYABLE_ERRORS as exc:
+                if attempt == BATCH_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "%s batch rolled back (%s); writing it again, attempt %d of %d",
+                    self.entity.name,
+                    _describe(exc),
+                    attempt + 1,
+                    BATCH_ATTEMPTS,
+                    extra={"event": "sync_batch_retried", "entity": self.entity.name},
+                )
+                await asyncio.sleep(random.uniform(0.05, 0.25) * attempt)
         self._log_failures(failures)
         logger.debug(
             "%s batch: %d records, %d created, %d updated",
@@ -362,6 +382,22 @@ class EntitySync:
             extra={"event": "sync_batch", "entity": self.entity.name, "cursor_saved": cursor is not None},
         )
         return counts
+
+    async def _write_batch_once(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        upserter: Upserter,
+        plan: ReadPlan,
+        records: list[dict[str, Any]],
+        cursor: str | None,
+        log_id: int,
+    ) -> tuple[UpsertCounts, list[RecordFailure]]:
+        if plan.kind != "incremental":
+            await conn.execute("SELECT set_config('rulesd.suppress_events', 'on', true)")
+        counts, failures = await upserter.write(conn, records)
+        await self._save_cursor(conn, plan, cursor)
+        await state.add_log_counts(conn, log_id, counts)
+        return counts, failures
 
     async def _save_cursor(self, conn: psycopg.AsyncConnection[Any], plan: ReadPlan, cursor: str | None) -> None:
         if plan.kind == "incremental":

@@ -272,3 +272,24 @@ def test_interrupted_log_rows_closed_as_failed(database_url: str, simulator: Sim
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT status, error FROM st_sync_log WHERE entity = 'customer'").fetchone()
     assert row == ("failed", "interrupted: the process stopped before this run finished")
+
+
+def test_deadlocked_batch_written_again(database_url: str, simulator: SimulatorServer) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE SEQUENCE test_deadlock_once")
+        conn.execute(
+            "CREATE FUNCTION test_deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN IF nextval('test_deadlock_once') = 1 THEN"
+            " RAISE EXCEPTION 'simulated deadlock' USING ERRCODE = 'deadlock_detected'; END IF;"
+            " RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER test_deadlock_once AFTER INSERT ON st_customers"
+            " FOR EACH STATEMENT EXECUTE FUNCTION test_deadlock_once()"
+        )
+
+    report = sync(sync_settings(simulator), database_url, "initial", entities=["customer"])
+
+    assert report.succeeded, report.failed
+    assert mirror_counts(database_url)["customer"] == simulator.sim.counts()["customer"]
+    assert scalar(database_url, "SELECT created FROM st_sync_log WHERE entity = 'customer'") == simulator.sim.counts()["customer"]
