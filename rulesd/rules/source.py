@@ -87,9 +87,10 @@ class SourceFile:
         value = str(node.value)
         # A plain scalar's style is None from the Python parser and '' from libyaml.
         if node.style in (None, "", "'", '"') and start.line == node.end_mark.line:
-            quote = 1 if node.style else 0
-            # NOTE: an escape sequence before the offset in a double-quoted scalar shifts the column.
-            return start.line, start.column + quote + offset
+            if not node.style:
+                return start.line, start.column + offset
+            raw = self.text[start.index + 1 : node.end_mark.index]
+            return start.line, start.column + 1 + _raw_offset(raw, offset, node.style)
         if node.style == "|":
             line_index = value.count("\n", 0, offset)
             column_in_line = offset - (value.rfind("\n", 0, offset) + 1)
@@ -106,6 +107,25 @@ class SourceFile:
         line = self.text.count("\n", 0, absolute)
         column = absolute - (self.text.rfind("\n", 0, absolute) + 1)
         return line, column
+
+
+# Length in the source of each double-quoted escape, by the character after the backslash.
+_ESCAPE_LENGTHS = {"x": 4, "u": 6, "U": 10}
+
+
+def _raw_offset(raw: str, offset: int, style: str) -> int:
+    """Map an offset in a quoted scalar's value to the offset in its source text, counting escapes."""
+    position = 0
+    for _ in range(offset):
+        if position >= len(raw):
+            break
+        if style == '"' and raw[position] == "\\" and position + 1 < len(raw):
+            position += _ESCAPE_LENGTHS.get(raw[position + 1], 2)
+        elif style == "'" and raw.startswith("''", position):
+            position += 2
+        else:
+            position += 1
+    return position
 
 
 def _indent(line: str) -> int:

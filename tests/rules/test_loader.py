@@ -193,3 +193,18 @@ def test_load_rules_tool_item_not_string(tmp_path: Path) -> None:
 
     assert [diagnostic.line for diagnostic in result.diagnostics] == [18, 19]
     assert "steps[0].tools[0]" in result.diagnostics[1].message
+
+
+def test_load_rules_quoted_scalar_positions(tmp_path: Path) -> None:
+    text = GOOD_RULE.replace(
+        "    do: Text {{customer.name}} to thank them.\n",
+        '    do: "Text \\"{{customer.name}}\\" \\u00e9 {{customer.nmae}}."\n',
+    ).replace("stop_if: customer.do_not_service", "stop_if: 'customer.name == ''x'' or customer.nme == ''y'''")
+    _write(tmp_path, "quoted.yaml", text)
+
+    first, second = load_rules([tmp_path]).diagnostics
+
+    assert (first.line, first.column) == (12, 46)
+    assert first.source_line[first.column - 1 :].startswith("nme ==")
+    assert second.line == 18
+    assert second.source_line[second.column - 1 :].startswith("nmae}}")
