@@ -13,6 +13,7 @@ false. Division by zero returns None.
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from rulesd.durations import parse_duration
 from rulesd.rules.diagnostics import did_you_mean
 from rulesd.rules.model import EvalContext
 from rulesd.rules.scope import PathError, Scope
+
+logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[EvalContext], Any]
 
@@ -66,7 +69,29 @@ class CompiledCondition:
     function: Evaluator = field(repr=False, compare=False)
 
     def evaluate(self, context: EvalContext) -> bool:
-        return self.function(context) is True
+        try:
+            return self.function(context) is True
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            # A row value of an unexpected Python type (a float where the
+            # catalog promises Decimal, say) makes the condition false
+            # instead of failing the caller, and is logged once per condition.
+            _log_evaluation_error(self.source, exc)
+            return False
+
+
+_logged_failures: set[str] = set()
+
+
+def _log_evaluation_error(source: str, exc: Exception) -> None:
+    if source in _logged_failures:
+        return
+    _logged_failures.add(source)
+    logger.warning(
+        "condition %r failed on a row value and counts as false: %s",
+        source,
+        exc,
+        extra={"event": "condition_evaluation_failed", "condition": source},
+    )
 
 
 @dataclass(frozen=True)
@@ -609,13 +634,10 @@ class _Compiler:
             return
         values = other.value if isinstance(other.value, tuple) else (other.value,)
         known = ", ".join(field_node.status_values)
+        what = "an event kind" if field_node.status_entity == "event" else f"a known status of {field_node.status_entity}"
         for value in values:
             if isinstance(value, str) and value not in field_node.status_values:
-                self.warn(
-                    other.offset,
-                    f"'{value}' is not a known status of {field_node.status_entity}; known values: {known}",
-                    code="unknown-status",
-                )
+                self.warn(other.offset, f"'{value}' is not {what}; known values: {known}", code="unknown-status")
 
 
 def _hashable(values: Any) -> bool:

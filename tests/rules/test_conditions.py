@@ -150,3 +150,18 @@ def test_condition_unknown_status_is_warning() -> None:
     (warning,) = problems
     assert warning.severity == "warning"
     assert warning.message == "'Won' is not a known status of estimate; known values: Open, Sold, Dismissed"
+
+
+def test_condition_bad_row_type_is_false(caplog: pytest.LogCaptureFixture) -> None:
+    context = _context(estimate={"total": 612.5, "name": 42})
+
+    assert _evaluate("estimate.total * 2 > 1", context) is False
+    assert _evaluate("lower(estimate.name) == 'x'", context) is False
+    assert "condition_evaluation_failed" in [getattr(record, "event", "") for record in caplog.records]
+
+
+def test_condition_unknown_event_kind_is_warning() -> None:
+    _, problems = compile_condition("event.kind == 'craeted'", ESTIMATE_SCOPE)
+
+    (warning,) = problems
+    assert warning.message == "'craeted' is not an event kind; known values: created, updated, status_changed, deleted"
