@@ -34,6 +34,7 @@ from rulesd.engine.metrics import serve_metrics
 from rulesd.engine.triggers import TriggerEngine
 from rulesd.engine.wakeup import Wakeup
 from rulesd.engine.watcher import RuleHolder, watch_rules
+from rulesd.errors import RulesdError
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +267,16 @@ class Daemon:
             kwargs["clock"] = self.clock
         if "stop_event" in parameters:
             kwargs["stop_event"] = self._stop_event
-        await scheduler(self.settings, self.database_url, **kwargs)
+        try:
+            await scheduler(self.settings, self.database_url, **kwargs)
+        except RulesdError as exc:
+            # Without sync the mirror goes stale, but enrollments and due
+            # steps still need the engine, so the daemon keeps running.
+            logger.error(
+                "the sync scheduler stopped: %s; the engine keeps running without sync. %s",
+                exc.message, exc.hint or "Fix the problem and restart rulesd run.",
+                extra={"event": "sync_scheduler_failed"},
+            )
 
     # --- bookkeeping ----------------------------------------------------------
 

@@ -40,9 +40,6 @@ class RowCache:
     def put(self, entity: str, row_id: int, row: Row | None) -> None:
         self._rows[(entity, row_id)] = row
 
-    def forget(self, entity: str, row_id: int) -> None:
-        self._rows.pop((entity, row_id), None)
-
 
 async def load_rows(
     conn: psycopg.AsyncConnection[Any],

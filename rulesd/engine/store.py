@@ -46,68 +46,93 @@ class Claim:
 # --- enrollment ---------------------------------------------------------------
 
 
-async def insert_enrollment(
-    conn: psycopg.AsyncConnection[Any],
-    *,
-    rule_id: str,
-    rule_version: str,
-    entity: str,
-    entity_id: int,
-    enrollment_key: str,
-    event_id: int | None,
-    first_step: str | None,
-    due_at: datetime | None,
-    customer_id: int | None,
-    location_id: int | None,
-    now: datetime | None,
-) -> int | None:
-    """Insert an active enrollment; return its id, or None when one is already active for the key."""
-    status = "active" if first_step is not None else "completed"
+@dataclass(frozen=True)
+class NewEnrollment:
+    """One enrollment the trigger engine wants to insert."""
+
+    rule_id: str
+    rule_version: str
+    entity: str
+    entity_id: int
+    enrollment_key: str
+    event_id: int | None
+    first_step: str | None  # None: the rule has no steps, so the enrollment is complete at once
+    due_at: datetime | None
+    customer_id: int | None
+    location_id: int | None
+
+
+async def insert_enrollments(
+    conn: psycopg.AsyncConnection[Any], enrollments: list[NewEnrollment], now: datetime | None
+) -> dict[tuple[str, str], int]:
+    """Insert enrollments in one statement; return the new ids by (rule id, key).
+
+    A key that already has an active enrollment of the rule is skipped by
+    the unique index ``workflow_instances_one_active``; so is the second of
+    two equal keys in one call.
+    """
+    if not enrollments:
+        return {}
     cursor = await conn.execute(
         f"""
         INSERT INTO workflow_instances
             (rule_id, rule_version, entity, entity_id, enrollment_key, event_id, status,
              current_step, next_run_at, customer_id, location_id, enrolled_at, updated_at, finished_at)
-        VALUES (%(rule_id)s, %(rule_version)s, %(entity)s, %(entity_id)s, %(key)s, %(event_id)s, %(status)s,
-                %(step)s, %(due_at)s, %(customer_id)s, %(location_id)s, {NOW}, {NOW},
-                CASE WHEN %(status)s = 'completed' THEN {NOW} END)
+        SELECT rule_id, rule_version, entity, entity_id, enrollment_key, event_id,
+               CASE WHEN first_step IS NULL THEN 'completed' ELSE 'active' END,
+               first_step, due_at, customer_id, location_id, {NOW}, {NOW},
+               CASE WHEN first_step IS NULL THEN {NOW} END
+          FROM unnest(%(rule_ids)s::text[], %(versions)s::text[], %(entities)s::text[], %(entity_ids)s::bigint[],
+                      %(keys)s::text[], %(event_ids)s::bigint[], %(steps)s::text[], %(due)s::timestamptz[],
+                      %(customers)s::bigint[], %(locations)s::bigint[])
+               AS new (rule_id, rule_version, entity, entity_id, enrollment_key, event_id, first_step, due_at,
+                       customer_id, location_id)
         ON CONFLICT (rule_id, enrollment_key) WHERE status = 'active' DO NOTHING
-        RETURNING id
+        RETURNING id, rule_id, enrollment_key
         """,
         {
-            "rule_id": rule_id,
-            "rule_version": rule_version,
-            "entity": entity,
-            "entity_id": entity_id,
-            "key": enrollment_key,
-            "event_id": event_id,
-            "status": status,
-            "step": first_step,
-            "due_at": due_at,
-            "customer_id": customer_id,
-            "location_id": location_id,
+            "rule_ids": [e.rule_id for e in enrollments],
+            "versions": [e.rule_version for e in enrollments],
+            "entities": [e.entity for e in enrollments],
+            "entity_ids": [e.entity_id for e in enrollments],
+            "keys": [e.enrollment_key for e in enrollments],
+            "event_ids": [e.event_id for e in enrollments],
+            "steps": [e.first_step for e in enrollments],
+            "due": [e.due_at for e in enrollments],
+            "customers": [e.customer_id for e in enrollments],
+            "locations": [e.location_id for e in enrollments],
             "now": now,
         },
     )
-    row = await cursor.fetchone()
-    return int(row[0]) if row else None
+    return {(row[1], row[2]): int(row[0]) for row in await cursor.fetchall()}
 
 
-async def stop_active_by_key(
-    conn: psycopg.AsyncConnection[Any], rule_id: str, enrollment_key: str, reason: str, now: datetime | None
-) -> list[int]:
-    """Stop the active enrollment of ``rule_id`` with this key (``on_retrigger: restart``)."""
+async def stop_active_by_keys(
+    conn: psycopg.AsyncConnection[Any], stops: list[tuple[str, str, str]], now: datetime | None
+) -> list[tuple[int, str]]:
+    """Stop the active enrollments with these (rule id, key, reason) (``on_retrigger: restart``).
+
+    Returns (instance id, rule id) of each enrollment stopped.
+    """
+    if not stops:
+        return []
     cursor = await conn.execute(
         f"""
-        UPDATE workflow_instances
-           SET status = 'stopped', stop_reason = %(reason)s, finished_at = {NOW}, updated_at = {NOW},
+        UPDATE workflow_instances AS i
+           SET status = 'stopped', stop_reason = s.reason, finished_at = {NOW}, updated_at = {NOW},
                next_run_at = NULL, lease_owner = NULL, lease_expires_at = NULL
-         WHERE rule_id = %(rule_id)s AND enrollment_key = %(key)s AND status = 'active'
-        RETURNING id
+          FROM unnest(%(rule_ids)s::text[], %(keys)s::text[], %(reasons)s::text[]) AS s (rule_id, enrollment_key, reason)
+         WHERE i.rule_id = s.rule_id AND i.enrollment_key = s.enrollment_key AND i.status = 'active'
+        RETURNING i.id, i.rule_id
         """,
-        {"rule_id": rule_id, "key": enrollment_key, "reason": reason, "now": now},
+        {
+            "rule_ids": [stop[0] for stop in stops],
+            "keys": [stop[1] for stop in stops],
+            "reasons": [stop[2] for stop in stops],
+            "now": now,
+        },
     )
-    return [row[0] for row in await cursor.fetchall()]
+    return [(row[0], row[1]) for row in await cursor.fetchall()]
 
 
 async def stop_instances(
@@ -134,19 +159,23 @@ async def stop_instances(
 
 
 async def count_recent_enrollments(
-    conn: psycopg.AsyncConnection[Any], rule_id: str, since: datetime | None, now: datetime | None
-) -> int:
-    """Count ``rule_id``'s enrollments of the last hour (or since ``since``, when later)."""
+    conn: psycopg.AsyncConnection[Any], rule_ids: list[str], now: datetime | None
+) -> dict[str, int]:
+    """Count each rule's enrollments of the last hour, or since its last resume when that is later."""
+    if not rule_ids:
+        return {}
     cursor = await conn.execute(
         f"""
-        SELECT count(*) FROM workflow_instances
-         WHERE rule_id = %(rule_id)s
-           AND enrolled_at > greatest({NOW} - interval '1 hour', coalesce(%(since)s::timestamptz, '-infinity'))
+        SELECT i.rule_id, count(*)
+          FROM workflow_instances AS i
+          LEFT JOIN workflow_rule_state AS s ON s.rule_id = i.rule_id
+         WHERE i.rule_id = ANY(%(rule_ids)s)
+           AND i.enrolled_at > greatest({NOW} - interval '1 hour', coalesce(s.resumed_at, '-infinity'))
+         GROUP BY i.rule_id
         """,
-        {"rule_id": rule_id, "since": since, "now": now},
+        {"rule_ids": rule_ids, "now": now},
     )
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return {row[0]: int(row[1]) for row in await cursor.fetchall()}
 
 
 # --- rule pauses --------------------------------------------------------------

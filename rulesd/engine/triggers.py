@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -26,13 +26,11 @@ from rulesd.engine import metrics, store
 from rulesd.engine.clock import Clock
 from rulesd.engine.rows import RowCache, Rows, load_rows
 from rulesd.engine.ruleset import RuleSet
-from rulesd.logs import log_context
 from rulesd.rules.model import EvalContext, Rule
 from rulesd.servicetitan.catalog import get_entity, related_entities
 
 logger = logging.getLogger(__name__)
 
-FLOOD_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -62,12 +60,14 @@ class PassResult:
     paused: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _FloodGuard:
-    """Counts each rule's enrollments of the last hour within one pass."""
+@dataclass(frozen=True)
+class _Candidate:
+    """An event that fired a rule and passed its ``if``: an enrollment to insert."""
 
-    limit: int
-    counts: dict[str, int] = field(default_factory=dict)
+    rule: Rule
+    event: Event
+    rows: Rows
+    key: str
 
 
 class TriggerEngine:
@@ -147,7 +147,6 @@ class TriggerEngine:
         now = self._clock.now()
         states = await store.rule_states(conn)
         paused = {rule_id for rule_id, state in states.items() if state["paused_at"] is not None}
-        flood = _FloodGuard(limit=self._settings.flood_limit)
         cache = RowCache()
 
         by_entity: dict[str, list[Event]] = defaultdict(list)
@@ -155,142 +154,151 @@ class TriggerEngine:
             by_entity[event.entity].append(event)
 
         for entity, entity_events in by_entity.items():
-            candidates = {rule.id: rule for rule in rule_set.by_entity.get(entity, ())}
-            if candidates:
-                aliases = set().union(*(rule.aliases for rule in candidates.values()))
-                ids = {event.entity_id for event in entity_events}
-                rows = await load_rows(conn, entity, ids, aliases, cache)
-                for event in entity_events:
-                    for rule in rule_set.matching(entity, event.kind, event.status_from, event.status_to):
-                        await self._consider(conn, rule, event, rows[event.entity_id], now, paused, states, flood, result)
+            candidates = await self._candidates(conn, rule_set, entity, entity_events, now, paused, cache)
+            await self._enroll(conn, candidates, paused, result)
             await self._stop_concerned(conn, rule_set, entity, entity_events, now, cache, result)
 
-    async def _consider(
+    async def _candidates(
         self,
         conn: psycopg.AsyncConnection[Any],
-        rule: Rule,
-        event: Event,
-        rows: Rows,
+        rule_set: RuleSet,
+        entity: str,
+        events: list[Event],
         now: datetime,
         paused: set[str],
-        states: dict[str, dict[str, Any]],
-        flood: _FloodGuard,
-        result: PassResult,
-    ) -> None:
-        with log_context(event_id=event.id, rule_id=rule.id):
-            if rule.id in paused:
-                logger.debug("rule %s is paused; event %s not considered", rule.id, event.id, extra={"event": "rule_paused_skip"})
-                return
-            if now - event.occurred_at > rule.trigger.max_age:
-                logger.info(
-                    "ignored event %s for rule %s: the change is older than the rule's max_age",
-                    event.id,
-                    rule.id,
-                    extra={"event": "event_too_old", "entity": event.entity, "entity_id": event.entity_id},
-                )
-                return
-            context = EvalContext(rows=rows, now=now, event=event.as_context())
-            if rule.trigger.condition is not None and not _evaluate(rule.trigger.condition, context, rule, "if"):
-                return
-            key = _enrollment_key(rule, rows, event)
-            if key is None:
-                logger.warning(
-                    "cannot enroll %s %s in rule %s: enrollment key %s.%s is empty",
-                    event.entity,
-                    event.entity_id,
-                    rule.id,
-                    rule.enroll.key_alias,
-                    rule.enroll.key_column,
-                    extra={"event": "enrollment_key_missing", "entity_id": event.entity_id},
-                )
-                return
-            if await self._flooded(conn, rule, states, flood, result, paused):
-                return
-            instance_id = await self._enroll(conn, rule, event, rows, key)
-            if instance_id is not None:
-                flood.counts[rule.id] += 1
-                result.enrolled.append(instance_id)
+        cache: RowCache,
+    ) -> list[_Candidate]:
+        rules = [rule for rule in rule_set.by_entity.get(entity, ()) if rule.id not in paused]
+        if not rules:
+            return []
+        aliases = set().union(*(rule.aliases for rule in rules))
+        rows = await load_rows(conn, entity, {event.entity_id for event in events}, aliases, cache)
+        candidates: list[_Candidate] = []
+        matching_by_shape: dict[tuple[str, str | None, str | None], list[Rule]] = {}
+        for event in events:
+            shape = (event.kind, event.status_from, event.status_to)
+            matching = matching_by_shape.get(shape)
+            if matching is None:
+                matching = [rule for rule in rule_set.matching(entity, *shape) if rule.id not in paused]
+                matching_by_shape[shape] = matching
+            if not matching:
+                continue
+            # One context per event, shared by every rule it fires: this
+            # loop runs once per event and rule, so it stays lean.
+            event_rows = rows[event.entity_id]
+            context = EvalContext(rows=event_rows, now=now, event=event.as_context())
+            age = now - event.occurred_at
+            for rule in matching:
+                if age > rule.trigger.max_age:
+                    logger.info(
+                        "ignored event %s for rule %s: the change is older than the rule's max_age",
+                        event.id, rule.id,
+                        extra={"event": "event_too_old", "event_id": event.id, "rule_id": rule.id,
+                               "entity": event.entity, "entity_id": event.entity_id},
+                    )
+                    continue
+                if rule.trigger.condition is not None and not _evaluate(rule.trigger.condition, context, rule, "if"):
+                    continue
+                candidate = self._candidate(rule, event, event_rows)
+                if candidate is not None:
+                    candidates.append(candidate)
+        return candidates
 
-    async def _enroll(
-        self, conn: psycopg.AsyncConnection[Any], rule: Rule, event: Event, rows: Rows, key: str
-    ) -> int | None:
-        sql_now = self._clock.sql_now()
+    def _candidate(self, rule: Rule, event: Event, rows: Rows) -> _Candidate | None:
+        key = _enrollment_key(rule, rows, event)
+        if key is None:
+            logger.warning(
+                "cannot enroll %s %s in rule %s: enrollment key %s.%s is empty",
+                event.entity, event.entity_id, rule.id, rule.enroll.key_alias, rule.enroll.key_column,
+                extra={"event": "enrollment_key_missing", "event_id": event.id, "rule_id": rule.id,
+                       "entity_id": event.entity_id},
+            )
+            return None
         if rule.enroll.on_retrigger == "parallel":
             key = f"{key}#event:{event.id}"
-        elif rule.enroll.on_retrigger == "restart":
-            restarted = await store.stop_active_by_key(
-                conn, rule.id, key, f"restarted by event {event.id} ({event.entity} {event.kind})", sql_now
+        return _Candidate(rule, event, rows, key)
+
+    async def _enroll(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        candidates: list[_Candidate],
+        paused: set[str],
+        result: PassResult,
+    ) -> None:
+        """Insert the enrollments of one pass in bulk, after the flood guard and ``on_retrigger: restart``."""
+        chosen = await self._flood_guard(conn, _deduplicate(candidates), paused, result)
+        sql_now = self._clock.sql_now()
+        restarts = [
+            (c.rule.id, c.key, f"restarted by event {c.event.id} ({c.event.entity} {c.event.kind})")
+            for c in chosen
+            if c.rule.enroll.on_retrigger == "restart"
+        ]
+        for old_id, rule_id in await store.stop_active_by_keys(conn, restarts, sql_now):
+            logger.info(
+                "restarted enrollment %s of rule %s", old_id, rule_id,
+                extra={"event": "enrollment_restarted", "instance_id": old_id, "rule_id": rule_id},
             )
-            for old_id in restarted:
-                logger.info(
-                    "restarted enrollment %s of rule %s", old_id, rule.id,
-                    extra={"event": "enrollment_restarted", "instance_id": old_id},
-                )
-        first = rule.steps[0] if rule.steps else None
-        # ``after`` of the first step counts from the change itself, so a
-        # daemon that was down still runs the step when the rule says.
-        due_at = event.occurred_at + first.after if first is not None else None
-        trigger_row = rows.get(rule.trigger.entity) or {}
-        instance_id = await store.insert_enrollment(
-            conn,
-            rule_id=rule.id,
-            rule_version=rule.version,
-            entity=event.entity,
-            entity_id=event.entity_id,
-            enrollment_key=key,
-            event_id=event.id,
-            first_step=first.name if first else None,
-            due_at=due_at,
-            customer_id=_party_id(event.entity, trigger_row, "customer"),
-            location_id=_party_id(event.entity, trigger_row, "location"),
-            now=sql_now,
-        )
+        inserted = await store.insert_enrollments(conn, [_new_enrollment(c) for c in chosen], sql_now)
+        for candidate in chosen:
+            instance_id = inserted.get((candidate.rule.id, candidate.key))
+            self._log_enrollment(candidate, instance_id)
+            if instance_id is not None:
+                metrics.ENROLLMENTS.labels(candidate.rule.id).inc()
+                result.enrolled.append(instance_id)
+
+    def _log_enrollment(self, candidate: _Candidate, instance_id: int | None) -> None:
+        event, rule = candidate.event, candidate.rule
         if instance_id is None:
             logger.debug(
                 "%s %s already has an active enrollment in rule %s (key %s)",
-                event.entity, event.entity_id, rule.id, key,
-                extra={"event": "enrollment_exists", "entity_id": event.entity_id},
+                event.entity, event.entity_id, rule.id, candidate.key,
+                extra={"event": "enrollment_exists", "entity_id": event.entity_id, "rule_id": rule.id},
             )
-            return None
-        metrics.ENROLLMENTS.labels(rule.id).inc()
+            return
+        first = rule.steps[0] if rule.steps else None
+        due = (event.occurred_at + first.after).isoformat() if first else "never"
         logger.info(
             "enrolled %s %s in rule %s as enrollment %s; first step %s due %s",
-            event.entity, event.entity_id, rule.id, instance_id,
-            first.name if first else "(none)", due_at.isoformat() if due_at else "never",
-            extra={"event": "rule_fired", "instance_id": instance_id, "entity_id": event.entity_id},
+            event.entity, event.entity_id, rule.id, instance_id, first.name if first else "(none)", due,
+            extra={"event": "rule_fired", "instance_id": instance_id, "entity_id": event.entity_id,
+                   "rule_id": rule.id, "event_id": event.id},
         )
-        return instance_id
 
-    async def _flooded(
+    async def _flood_guard(
         self,
         conn: psycopg.AsyncConnection[Any],
-        rule: Rule,
-        states: dict[str, dict[str, Any]],
-        flood: _FloodGuard,
-        result: PassResult,
+        candidates: list[_Candidate],
         paused: set[str],
-    ) -> bool:
-        if rule.id not in flood.counts:
-            resumed_at = states.get(rule.id, {}).get("resumed_at")
-            flood.counts[rule.id] = await store.count_recent_enrollments(
-                conn, rule.id, resumed_at, self._clock.sql_now()
-            )
-        if flood.counts[rule.id] < flood.limit:
-            return False
-        reason = (
-            f"flood guard: rule {rule.id} would enroll more than {flood.limit} records within an hour"
-        )
-        await store.pause_rule(conn, rule.id, reason, self._clock.sql_now())
-        paused.add(rule.id)
-        result.paused.append(rule.id)
+        result: PassResult,
+    ) -> list[_Candidate]:
+        """Drop the candidates that would take a rule past ``engine.flood_limit`` in an hour, and pause that rule."""
+        limit = self._settings.flood_limit
+        by_rule: dict[str, list[_Candidate]] = defaultdict(list)
+        for candidate in candidates:
+            by_rule[candidate.rule.id].append(candidate)
+        recent = await store.count_recent_enrollments(conn, list(by_rule), self._clock.sql_now())
+        chosen: list[_Candidate] = []
+        for rule_id, rule_candidates in by_rule.items():
+            allowed = max(0, limit - recent.get(rule_id, 0))
+            chosen.extend(rule_candidates[:allowed])
+            if len(rule_candidates) > allowed:
+                await self._pause(conn, rule_id, limit, paused, result)
+        return chosen
+
+    async def _pause(
+        self, conn: psycopg.AsyncConnection[Any], rule_id: str, limit: int, paused: set[str], result: PassResult
+    ) -> None:
+        reason = f"flood guard: rule {rule_id} would enroll more than {limit} records within an hour"
+        await store.pause_rule(conn, rule_id, reason, self._clock.sql_now())
+        paused.add(rule_id)
+        result.paused.append(rule_id)
         metrics.RULES_PAUSED.inc()
         logger.error(
             "paused rule %s: it would enroll more than %s records within an hour (engine.flood_limit); "
             "check the last sync and the rule's trigger, then run `rulesd rules resume %s`",
-            rule.id, flood.limit, rule.id,
-            extra={"event": "rule_paused", "rule_id": rule.id, "limit": flood.limit},
+            rule_id, limit, rule_id,
+            extra={"event": "rule_paused", "rule_id": rule_id, "limit": limit},
         )
-        return True
 
     async def _stop_concerned(
         self,
@@ -304,27 +312,26 @@ class TriggerEngine:
     ) -> None:
         changed_ids = sorted({event.entity_id for event in events})
         last_event = {event.entity_id: event for event in events}
-        for event in events:
-            # The stop check reads rows fresh from this transaction.
-            cache.forget(event.entity, event.entity_id)
-        for rule in rule_set.rules:
-            if not rule.enabled or rule.stop_if is None:
-                continue
-            concerned = await _concerned_instances(conn, rule, entity, changed_ids)
-            if not concerned:
-                continue
-            rows = await load_rows(conn, rule.trigger.entity, {entity_id for _, entity_id in concerned}, rule.aliases, cache)
-            for instance_id, entity_id in concerned:
+        stoppable = [rule for rule in rule_set.rules if rule.enabled and rule.stop_if is not None]
+        concerned = await _concerned_instances(conn, stoppable, entity, changed_ids)
+        by_rule: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for instance_id, rule_id, entity_id in concerned:
+            by_rule[rule_id].append((instance_id, entity_id))
+        for rule_id, instances in by_rule.items():
+            rule = rule_set.by_id[rule_id]
+            assert rule.stop_if is not None
+            rows = await load_rows(conn, rule.trigger.entity, {entity_id for _, entity_id in instances}, rule.aliases, cache)
+            to_stop: dict[str, list[int]] = defaultdict(list)
+            for instance_id, entity_id in instances:
                 own_event = last_event.get(entity_id) if entity == rule.trigger.entity else None
                 context = EvalContext(rows=rows[entity_id], now=now, event=own_event.as_context() if own_event else {})
                 if not _evaluate(rule.stop_if, context, rule, "stop_if"):
                     continue
                 cause = own_event or events[-1]
-                reason = (
-                    f"stop_if held after {cause.entity} {cause.entity_id} {_describe(cause)}: {rule.stop_if.source}"
-                )
-                stopped = await store.stop_instances(conn, [instance_id], reason, self._clock.sql_now())
-                for stopped_id in stopped:
+                reason = f"stop_if held after {cause.entity} {cause.entity_id} {_describe(cause)}: {rule.stop_if.source}"
+                to_stop[reason].append(instance_id)
+            for reason, instance_ids in to_stop.items():
+                for stopped_id in await store.stop_instances(conn, instance_ids, reason, self._clock.sql_now()):
                     metrics.STOPS.labels(rule.id).inc()
                     result.stopped.append(stopped_id)
                     logger.info(
@@ -345,33 +352,46 @@ class TriggerEngine:
 
 
 async def _concerned_instances(
-    conn: psycopg.AsyncConnection[Any], rule: Rule, entity: str, changed_ids: list[int]
-) -> list[tuple[int, int]]:
-    """Return (instance id, entity id) of ``rule``'s active enrollments whose stop condition reads a changed row.
+    conn: psycopg.AsyncConnection[Any], rules: list[Rule], entity: str, changed_ids: list[int]
+) -> list[tuple[int, str, int]]:
+    """Return (instance id, rule id, entity id) of active enrollments whose stop condition reads a changed row.
 
     An enrollment is concerned when the changed row is its own record, or
     the row one of ``stop_if``'s aliases reaches through the catalog's
-    relations (the estimate's customer, the job's location, …).
+    relations (the estimate's customer, the job's location, …). Enrollments
+    of every rule on their own records are found with one query.
     """
-    assert rule.stop_if is not None
-    paths = related_entities(rule.trigger.entity)
-    subqueries: list[sql.Composable] = []
-    for alias in sorted(rule.stop_if.aliases | {rule.trigger.entity}):
-        path = paths.get(alias)
-        if path is None:
-            continue
-        alias_entity = path[-1].entity if path else rule.trigger.entity
-        if alias_entity != entity:
-            continue
-        subqueries.append(_reverse_path_query(rule.trigger.entity, path))
-    if not subqueries:
+    own_rules = [rule.id for rule in rules if rule.trigger.entity == entity]
+    parts: list[sql.Composable] = []
+    if own_rules:
+        parts.append(
+            sql.SQL(
+                "SELECT id, rule_id, entity_id FROM workflow_instances WHERE status = 'active' "
+                "AND entity = %(entity)s AND entity_id = ANY(%(changed)s) AND rule_id = ANY(%(own_rules)s)"
+            )
+        )
+    for index, rule in enumerate(rules):
+        assert rule.stop_if is not None
+        paths = related_entities(rule.trigger.entity)
+        for alias in sorted(rule.stop_if.aliases):
+            path = paths.get(alias)
+            if not path or path[-1].entity != entity:
+                continue
+            parts.append(
+                sql.SQL(
+                    "SELECT id, rule_id, entity_id FROM workflow_instances WHERE status = 'active' "
+                    "AND rule_id = {rule_id} AND entity = {trigger_entity} AND entity_id IN ({ids})"
+                ).format(
+                    rule_id=sql.Literal(rule.id),
+                    trigger_entity=sql.Literal(rule.trigger.entity),
+                    ids=_reverse_path_query(rule.trigger.entity, path),
+                )
+            )
+    if not parts:
         return []
-    query = sql.SQL(
-        "SELECT id, entity_id FROM workflow_instances "
-        "WHERE status = 'active' AND rule_id = %(rule_id)s AND entity = %(entity)s AND entity_id IN ({}) ORDER BY id"
-    ).format(sql.SQL(" UNION ").join(subqueries))
-    cursor = await conn.execute(query, {"rule_id": rule.id, "entity": rule.trigger.entity, "changed": changed_ids})
-    return [(row[0], row[1]) for row in await cursor.fetchall()]
+    query = sql.SQL(" UNION ").join(parts) + sql.SQL(" ORDER BY 1")
+    cursor = await conn.execute(query, {"entity": entity, "changed": changed_ids, "own_rules": own_rules})
+    return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
 
 
 def _reverse_path_query(trigger_entity: str, path: tuple[Any, ...]) -> sql.Composable:
@@ -385,6 +405,37 @@ def _reverse_path_query(trigger_entity: str, path: tuple[Any, ...]) -> sql.Compo
             table=sql.Identifier(source.table), column=sql.Identifier(relation.column), inner=query
         )
     return query
+
+
+def _deduplicate(candidates: list[_Candidate]) -> list[_Candidate]:
+    # Two events for one key in a pass: ``ignore`` keeps the first,
+    # ``restart`` the last; ``parallel`` keys already differ per event.
+    chosen: dict[tuple[str, str], _Candidate] = {}
+    for candidate in candidates:
+        slot = (candidate.rule.id, candidate.key)
+        if slot not in chosen or candidate.rule.enroll.on_retrigger == "restart":
+            chosen[slot] = candidate
+    return list(chosen.values())
+
+
+def _new_enrollment(candidate: _Candidate) -> store.NewEnrollment:
+    rule, event = candidate.rule, candidate.event
+    first = rule.steps[0] if rule.steps else None
+    trigger_row = candidate.rows.get(rule.trigger.entity) or {}
+    return store.NewEnrollment(
+        rule_id=rule.id,
+        rule_version=rule.version,
+        entity=event.entity,
+        entity_id=event.entity_id,
+        enrollment_key=candidate.key,
+        event_id=event.id,
+        first_step=first.name if first else None,
+        # ``after`` of the first step counts from the change itself, so a
+        # daemon that was down still runs the step when the rule says.
+        due_at=event.occurred_at + first.after if first else None,
+        customer_id=_party_id(event.entity, trigger_row, "customer"),
+        location_id=_party_id(event.entity, trigger_row, "location"),
+    )
 
 
 def _evaluate(condition: Any, context: EvalContext, rule: Rule, where: str) -> bool:
