@@ -126,27 +126,65 @@ def parse_condition(source: str) -> tuple[Tree[Any] | None, list[Problem]]:
         return None, [_parse_problem(source, exc)]
 
 
+_BARE_WORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*$")
+_KEYWORDS = ("and", "or", "not", "in", "contains", "starts_with", "ends_with", "matches", "is", "null", "true", "false")
+
+
 def _parse_problem(source: str, exc: UnexpectedInput) -> Problem:
     offset = max(getattr(exc, "pos_in_stream", 0) or 0, 0)
-    if isinstance(exc, UnexpectedEOF) or offset >= len(source):
-        expected = _describe_expected(getattr(exc, "expected", ()))
+    expected_names = set(getattr(exc, "expected", ()) or ())
+    at_end = isinstance(exc, UnexpectedEOF) or offset >= len(source)
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+        at_end = True
+    if expected_names and expected_names <= {"DOT", "LPAR"}:
+        return _bare_word_problem(source, len(source) if at_end else offset)
+    if at_end:
+        expected = _describe_expected(expected_names)
         return Problem(len(source), f"condition ends too early; expected {expected}", code="condition-syntax")
     if isinstance(exc, UnexpectedCharacters):
-        char = source[offset]
-        hint = ""
-        if char == "=":
-            hint = "; use == to compare"
-        elif char in "&|!":
-            hint = "; use and, or, not"
-        return Problem(offset, f"unexpected character '{char}'{hint}", code="condition-syntax")
+        message = f"unexpected character '{source[offset]}'{_character_hint(source, offset)}"
+        return Problem(offset, message, code="condition-syntax")
     if isinstance(exc, UnexpectedToken):
         token = exc.token
-        if token.type == "$END":
-            expected = _describe_expected(exc.expected)
-            return Problem(len(source), f"condition ends too early; expected {expected}", code="condition-syntax")
-        expected = _describe_expected(exc.expected)
-        return Problem(offset, f"unexpected '{token}'; expected {expected}", code="condition-syntax")
+        expected = _describe_expected(expected_names)
+        hint = _token_hint(str(token), token.type, expected_names)
+        return Problem(offset, f"unexpected '{token}'{hint or '; expected ' + expected}", code="condition-syntax")
     return Problem(offset, "invalid condition", code="condition-syntax")
+
+
+def _bare_word_problem(source: str, offset: int) -> Problem:
+    """Explain a word that is neither a path nor a function, such as ``Sold`` in ``x == Sold``."""
+    match = _BARE_WORD.search(source[:offset])
+    if match is None:
+        return Problem(offset, "expected '.' or '(' after a name", code="condition-syntax")
+    word = match.group(1)
+    message = f"'{word}' is not a field path: quote a string ('{word}') or write alias.field"
+    return Problem(match.start(1), message, code="condition-syntax")
+
+
+def _character_hint(source: str, offset: int) -> str:
+    char = source[offset]
+    if char == "=":
+        return "; use == to compare"
+    if char in "&|!":
+        return "; use and, or, not"
+    if char in "'\"":
+        return "; the string is not closed"
+    if char == "$":
+        return "; write amounts as plain numbers, such as 500"
+    return ""
+
+
+def _token_hint(text: str, kind: str, expected: set[str]) -> str:
+    if text.lower() in _KEYWORDS and text != text.lower():
+        return f"; keywords are lower case: {text.lower()}"
+    if kind == "COMMA" and "RPAR" in expected:
+        return "; write a list in square brackets, such as ['Sold', 'Dismissed']"
+    if kind == "STRING" and expected <= {"NOT", "NULL"}:
+        return "; 'is' only tests for null, use == to compare"
+    if kind == "NAME" and text in ("s", "m", "h", "d", "w", "seconds", "minutes", "hours", "days", "weeks"):
+        return "; write a duration without a space, such as 2d"
+    return ""
 
 
 def _describe_expected(names: Any) -> str:
@@ -634,7 +672,9 @@ class _Compiler:
             return
         values = other.value if isinstance(other.value, tuple) else (other.value,)
         known = ", ".join(field_node.status_values)
-        what = "an event kind" if field_node.status_entity == "event" else f"a known status of {field_node.status_entity}"
+        what = f"a known status of {field_node.status_entity}"
+        if field_node.status_entity == "event":
+            what = "an event kind"
         for value in values:
             if isinstance(value, str) and value not in field_node.status_values:
                 self.warn(other.offset, f"'{value}' is not {what}; known values: {known}", code="unknown-status")

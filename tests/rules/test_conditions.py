@@ -103,7 +103,9 @@ def test_condition_missing_alias_row_is_null() -> None:
 
 
 def test_condition_reports_aliases() -> None:
-    condition, _ = compile_condition("estimate.total > 0 and customer.name contains 'x' or event.to == 'Sold'", ESTIMATE_SCOPE)
+    source = "estimate.total > 0 and customer.name contains 'x' or event.to == 'Sold'"
+
+    condition, _ = compile_condition(source, ESTIMATE_SCOPE)
 
     assert condition is not None
     assert condition.aliases == frozenset({"estimate", "customer", "event"})
@@ -165,3 +167,23 @@ def test_condition_unknown_event_kind_is_warning() -> None:
 
     (warning,) = problems
     assert warning.message == "'craeted' is not an event kind; known values: created, updated, status_changed, deleted"
+
+
+@pytest.mark.parametrize(
+    ("source", "offset", "message"),
+    [
+        ("estimate.status == Sold", 19, "'Sold' is not a field path: quote a string ('Sold') or write alias.field"),
+        ("estimate.status in ('Sold', 'Dismissed')", 26, "unexpected ','; write a list in square brackets"),
+        ("estimate.total > 5 AND true", 19, "unexpected 'AND'; keywords are lower case: and"),
+        ("estimate.status is 'Sold'", 19, "unexpected ''Sold''; 'is' only tests for null, use == to compare"),
+        ("estimate.total >= $500", 18, "unexpected character '$'; write amounts as plain numbers"),
+        ("age(estimate.created_on) > 2 days", 29, "unexpected 'days'; write a duration without a space"),
+        ("estimate.status == 'Open", 19, "unexpected character '''; the string is not closed"),
+    ],
+)
+def test_condition_syntax_hints(source: str, offset: int, message: str) -> None:
+    _, problems = compile_condition(source, ESTIMATE_SCOPE)
+
+    (problem,) = problems
+    assert problem.offset == offset
+    assert problem.message.startswith(message)
