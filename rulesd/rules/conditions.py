@@ -672,12 +672,12 @@ class _Compiler:
             return
         values = other.value if isinstance(other.value, tuple) else (other.value,)
         known = ", ".join(field_node.status_values)
-        what = f"a known status of {field_node.status_entity}"
+        expected_kind = f"a known status of {field_node.status_entity}"
         if field_node.status_entity == "event":
-            what = "an event kind"
+            expected_kind = "an event kind"
         for value in values:
             if isinstance(value, str) and value not in field_node.status_values:
-                self.warn(other.offset, f"'{value}' is not {what}; known values: {known}", code="unknown-status")
+                self.warn(other.offset, f"'{value}' is not {expected_kind}; known values: {known}", code="unknown-status")
 
 
 def _hashable(values: Any) -> bool:
