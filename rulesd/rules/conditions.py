@@ -57,7 +57,7 @@ class Problem:
     offset: int
     message: str
     severity: str = "error"
-    code: str = "condition"
+    code: str = "condition-type"
 
 
 @dataclass(frozen=True)
