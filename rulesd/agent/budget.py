@@ -2,7 +2,7 @@
 
 Every model call's usage is stored in ``agent_token_usage``. The budget
 counts input, output, cache-write and cache-read tokens alike over the
-calendar day in the business time zone; a step that finds it spent is
+calendar day in the business time zone. A step that finds it spent is
 deferred to the next midnight there, with one WARNING log line per step.
 """
 

@@ -3,8 +3,8 @@
 ``messaging.sms_per_day`` counts the customer's SMS in the 24 hours before
 now, ``sms_per_week`` in the 7 days before now (likewise for e-mail).
 Pending and unknown ledger rows count because they may have been
-delivered; dry_run rows count only in a dry run, so drafts of shadow rules
-never hold back live messages. A cap of 0 allows no message on the channel.
+delivered. Dry_run rows count only in a dry run, so drafts of shadow
+rules never hold back live messages. A cap of 0 allows no message on the channel.
 """
 
 from __future__ import annotations

@@ -82,8 +82,11 @@ async def load_contacts(
 
 def _contact(row: dict[str, Any]) -> Contact:
     kind = row["type"] or ""
-    raw = row["phone_number"] or row["value"] if kind in PHONE_TYPES else row["value"]
-    address = normalize_phone(raw) if kind in PHONE_TYPES else normalize_email(raw) if kind == "Email" else None
+    address = None
+    if kind in PHONE_TYPES:
+        address = normalize_phone(row["phone_number"] or row["value"])
+    elif kind == "Email":
+        address = normalize_email(row["value"])
     return Contact(
         owner=row["owner"],
         id=row["id"],

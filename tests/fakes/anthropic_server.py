@@ -1,7 +1,7 @@
 """A local server that speaks the Anthropic Messages API, scripted per test.
 
 It listens on 127.0.0.1 only, serves ``POST /v1/messages`` with streaming
-off, and answers from a script: each queued item is a reply (text and
+off, and replies from a script: each queued item is a reply (text and
 tool_use blocks), an HTTP error (429, 529, 5xx or any other status with
 the API's error body), or a function of the request. Every request is
 checked against the shape the official SDK sends and the API accepts
@@ -159,6 +159,7 @@ def _handler(state: AnthropicState) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length)
+
             if self.path.split("?")[0] != "/v1/messages":
                 self._send(404, _error_body(404, f"no route for {self.path}"))
                 return
@@ -170,6 +171,7 @@ def _handler(state: AnthropicState) -> type[BaseHTTPRequestHandler]:
             headers = {key.lower(): value for key, value in self.headers.items()}
             with state.lock:
                 state.requests.append(Recorded(body=body, headers=headers))
+
             if _credential(headers) != state.api_key:
                 self._send(401, _error_body(401, "invalid x-api-key or bearer token"))
                 return
@@ -179,6 +181,7 @@ def _handler(state: AnthropicState) -> type[BaseHTTPRequestHandler]:
                     state.problems.extend(problems)
                 self._send(400, _error_body(400, "; ".join(problems)))
                 return
+
             item = _next_item(state)
             if item is None:
                 self._send(500, _error_body(500, "the test script has no reply left"))
@@ -251,8 +254,8 @@ def _usage(state: AnthropicState, body: dict[str, Any], content: list[dict[str, 
 
     The request is read as one sequence of blocks (tools, then system, then
     each message's content). The longest prefix ending at a breakpoint that
-    was seen before is a cache read; the rest up to the last breakpoint is a
-    cache write. Prefixes shorter than ``min_cacheable_tokens`` are not cached.
+    was seen before is a cache read. The rest up to the last breakpoint is
+    a cache write. Prefixes shorter than ``min_cacheable_tokens`` are not cached.
     """
     blocks = _prompt_blocks(body)
     total = sum(estimate_tokens(block) for block in blocks)
