@@ -7,6 +7,7 @@ enums follow ServiceTitan's v2 OpenAPI documents.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 _EPOCH = datetime(1970, 1, 1)  # naive UTC: isoformat() is much faster than strftime()
 CENT = Decimal("0.01")
+# The server's JSON form: compact separators, ASCII only, as json.dumps writes it.
+JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def timestamp(micros: int) -> str:
@@ -767,7 +770,8 @@ BUILDERS: dict[str, Callable[[Simulator, int], dict[str, Any]]] = {
 }
 
 # Fields of the export form that a list schema does not have
-# (additionalProperties is false there).
+# (additionalProperties is false there). The list endpoints remove them from
+# cached JSON and handle only "active", the key right after "id".
 LIST_EXCLUDED: dict[str, frozenset[str]] = {
     "customer_contact": frozenset({"active"}),
     "location_contact": frozenset({"active"}),

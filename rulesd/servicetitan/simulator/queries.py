@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from rulesd.servicetitan.catalog import Entity
 from rulesd.servicetitan.records import parse_datetime
-from rulesd.servicetitan.simulator.build import LIST_EXCLUDED
+from rulesd.servicetitan.simulator.build import JSON_ENCODER, LIST_EXCLUDED
 from rulesd.servicetitan.simulator.state import MICROS
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ class Queries:
     # -- list endpoints
 
     def list_page(self, entity: Entity, params: Mapping[str, str]) -> dict[str, Any]:
+        """Return one list page as a JSON object (``list_page_json`` parsed)."""
+        return json.loads(self.list_page_json(entity, params).body)
+
+    def list_page_json(self, entity: Entity, params: Mapping[str, str]) -> PageJson:
+        """Build one list page as the exact bytes the server sends."""
         page = _int_param(params, "page", 1, minimum=1)
         behaviours = self.sim.behaviours
         page_size = _int_param(params, "pageSize", 50, minimum=1)
@@ -79,20 +86,16 @@ class Queries:
             matches = self._matching(entity, params)
             start = (page - 1) * page_size
             chosen = matches[start : start + page_size]
-            excluded = LIST_EXCLUDED.get(entity.name, frozenset())
-            data = []
-            for index in chosen:
-                record = self.sim.record(entity.name, index)
-                for key in excluded:
-                    record.pop(key, None)
-                data.append(record)
-        return {
+            records = [self.sim.record_json(entity.name, index) for index in chosen]
+        if entity.name in LIST_EXCLUDED:
+            records = [_without_active(record) for record in records]
+        envelope = {
             "page": page,
             "pageSize": page_size,
             "hasMore": start + page_size < len(matches),
             "totalCount": len(matches) if include_total else None,
-            "data": data,
         }
+        return PageJson.join(envelope, records)
 
     def _matching(self, entity: Entity, params: Mapping[str, str]) -> list[int]:
         table = self.sim.table(entity.name)
@@ -190,6 +193,11 @@ class Queries:
     # -- export endpoints
 
     def export_page(self, entity: Entity, params: Mapping[str, str]) -> dict[str, Any]:
+        """Return one export page as a JSON object (``export_page_json`` parsed)."""
+        return json.loads(self.export_page_json(entity, params).body)
+
+    def export_page_json(self, entity: Entity, params: Mapping[str, str]) -> PageJson:
+        """Build one export page as the exact bytes the server sends."""
         sim = self.sim
         behaviours = sim.behaviours
         recent = params.get("includeRecentChanges", "false").lower() == "true"
@@ -204,25 +212,63 @@ class Queries:
                 horizon = int((time.time() - behaviours.export_delay) * MICROS)
             active_filter = _export_active_filter(entity, params)
 
-            data: list[dict[str, Any]] = []
+            records: list[bytes] = []
             last = cursor
             log_length = len(table.order_index)
-            while position < log_length and len(data) < behaviours.export_page_size:
-                modified = table.order_modified[position]
+            page_size = behaviours.export_page_size
+            order_index = table.order_index
+            order_modified = table.order_modified
+            modified_now = table.modified
+            active = table.active
+            while position < log_length and len(records) < page_size:
+                modified = order_modified[position]
                 if horizon is not None and modified > horizon:
                     break
-                if table.is_current(position):
-                    index = table.order_index[position]
+                index = order_index[position]
+                if modified_now[index] == modified:
                     last = (modified, table.record_id(index))
-                    if active_filter is None or table.active[index] == active_filter:
-                        data.append(sim.record(entity.name, index))
+                    if active_filter is None or active[index] == active_filter:
+                        records.append(sim.record_json(entity.name, index))
                 position += 1
             while position < log_length and not table.is_current(position):
                 position += 1
             has_more = position < log_length and (
-                horizon is None or table.order_modified[position] <= horizon
+                horizon is None or order_modified[position] <= horizon
             )
-        return {"hasMore": has_more, "continueFrom": encode_token(*last), "data": data}
+        envelope = {"hasMore": has_more, "continueFrom": encode_token(*last)}
+        return PageJson.join(envelope, records)
+
+
+@dataclass(frozen=True)
+class PageJson:
+    """A response body ready to send, and how many records it carries."""
+
+    body: bytes
+    records: int
+
+    @classmethod
+    def join(cls, envelope: dict[str, Any], records: list[bytes]) -> PageJson:
+        """Join an envelope and serialized records into the body ``json.dumps`` would write.
+
+        ``data`` comes last, after the envelope's fields, as in ServiceTitan's responses.
+        """
+        head = JSON_ENCODER.encode(envelope)[:-1].encode()
+        separator = b',"data":[' if envelope else b'{"data":['
+        return cls(head + separator + b",".join(records) + b"]}", len(records))
+
+
+def _without_active(record: bytes) -> bytes:
+    """Drop ``active`` from a record's JSON: the list form of the entities in ``LIST_EXCLUDED``.
+
+    ``active`` directly follows the integer ``id`` in every built record, so
+    its first occurrence is the top-level key.
+    """
+    start = record.find(b',"active":')
+    if start < 0:
+        return record
+    value = start + len(b',"active":')
+    end = value + (4 if record.startswith(b"true", value) else 5)
+    return record[:start] + record[end:]
 
 
 def _export_active_filter(entity: Entity, params: Mapping[str, str]) -> int | None:

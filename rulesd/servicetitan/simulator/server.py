@@ -304,14 +304,14 @@ class _Handler(BaseHTTPRequestHandler):
         entity, kind = route
         try:
             if kind == "list":
-                body = server.queries.list_page(entity, params)
+                page = server.queries.list_page_json(entity, params)
             else:
-                body = server.queries.export_page(entity, params)
+                page = server.queries.export_page_json(entity, params)
         except ApiProblem as problem:
             self._problem(problem.status, problem.title, problem.errors)
             return
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        server.stats.add(pages=1, records=len(body["data"]), bytes=len(payload))
+        payload = page.body
+        server.stats.add(pages=1, records=page.records, bytes=len(payload))
         if fault == "truncate":
             server.stats.add(truncated=1)
             self._send_truncated(payload)

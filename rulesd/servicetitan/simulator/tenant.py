@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from rulesd.servicetitan.catalog import ENTITIES, ENTITY_LIST
+from rulesd.servicetitan.simulator.cache import DEFAULT_CACHE_BYTES, RecordCache
 from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import MICROS, Table
 
@@ -118,6 +119,8 @@ class Simulator:
     Records are numbered per entity from 0 in creation order and their ids
     are ``ID_BASES[entity] + index + 1``. ``anchor`` is "now" for the
     generated history; changes made later use the wall clock.
+    ``cache_bytes`` bounds the JSON of served records kept for the next
+    request (see ``RecordCache``).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Simulator:
         activity: float = 0.0,
         anchor: datetime | None = None,
         behaviours: Behaviours | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if customers < 1:
             raise ValueError(f"invalid customer count {customers}: must be at least 1")
@@ -141,6 +145,7 @@ class Simulator:
             anchor = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         self.anchor = int(anchor.timestamp()) * MICROS
         self.lock = threading.RLock()
+        self.cache = RecordCache(cache_bytes)
         self.tables: dict[str, Table] = {}
         for code, entity in enumerate(ENTITY_LIST):
             self.tables[entity.name] = Table(entity.name, code + 1, ID_BASES[entity.name])
@@ -216,6 +221,18 @@ class Simulator:
 
         with self.lock:
             return build_record(self, entity, index)
+
+    def record_json(self, entity: str, index: int) -> bytes:
+        """Return the export form of one record as compact JSON, from the cache when current."""
+        from rulesd.servicetitan.simulator.build import JSON_ENCODER, build_record
+
+        with self.lock:
+            table = self.tables[entity]
+            blob = self.cache.get(table, index)
+            if blob is None:
+                blob = JSON_ENCODER.encode(build_record(self, entity, index)).encode()
+                self.cache.put(table, index, blob)
+            return blob
 
     def get(self, entity: str, record_id: int) -> dict[str, Any]:
         """Return the export form of the record with ``record_id``."""
