@@ -134,4 +134,9 @@ async def test_end_to_end_follow_up_sms_once(database_url: str, anthropic_server
     assert len(twilio_server.messages) == 1
     rows = ledger_rows(database_url)
     assert [(row["channel"], row["recipient"], row["status"]) for row in rows] == [("sms", mobile, "sent")]
+    with psycopg.connect(database_url) as conn:
+        enrolled_at = conn.execute("SELECT enrolled_at FROM workflow_instances WHERE id = %s",
+                                   (rows[0]["instance_id"],)).fetchone()
+    assert enrolled_at is not None
+    assert rows[0]["created_at"] - enrolled_at[0] >= timedelta(days=2)
     assert anthropic_server.problems == []

@@ -76,6 +76,8 @@ class SmtpEmail:
                 smtp.close()
 
     def _connect(self) -> smtplib.SMTP:
+        # NOTE: the tests cover security "none" only; the starttls and tls
+        # branches verify the server's certificate against the system CAs.
         settings = self.settings
         timeout = settings.timeout.total_seconds()
         host = settings.host or ""
