@@ -83,8 +83,11 @@ def find_rule_files(paths: Sequence[Path]) -> tuple[list[Path], list[Diagnostic]
             files.append(path)
         else:
             problems.append(Diagnostic(str(path), 1, 1, "error", f"rule path not found: {path}", code="not-found"))
-    unique = list(dict.fromkeys(files))
-    return unique, problems
+    # The same file named twice (rules/ and ./rules/x.yaml) is loaded once.
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values()), problems
 
 
 def load_rules(paths: Sequence[Path]) -> LoadResult:

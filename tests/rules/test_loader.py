@@ -208,3 +208,12 @@ def test_load_rules_quoted_scalar_positions(tmp_path: Path) -> None:
     assert first.source_line[first.column - 1 :].startswith("nme ==")
     assert second.line == 18
     assert second.source_line[second.column - 1 :].startswith("nmae}}")
+
+
+def test_find_rules_loads_file_named_twice(tmp_path: Path) -> None:
+    path = _write(tmp_path, "good.yaml", GOOD_RULE)
+
+    result = load_rules([tmp_path, tmp_path / "." / "good.yaml", path])
+
+    assert result.files == (str(path),)
+    assert result.diagnostics == ()
