@@ -104,7 +104,9 @@ def encode_batch(records: Iterable[Mapping[str, Any]]) -> tuple[list[bytes], lis
 
 
 def _record_id(record: Mapping[str, Any]) -> int | None:
-    value = record.get("id") if isinstance(record, Mapping) else None
+    value = record.get("id") if isinstance(record, dict) else None
+    if type(value) is int:  # the common case first: this runs once per record
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

@@ -1,0 +1,406 @@
+"""Sync benchmark: rulesd sync --initial and an incremental sync against the simulator, and a peer loader.
+
+Run from the repository root:
+
+    python benchmarks/sync_bench.py --scale medium
+    python benchmarks/sync_bench.py --scale small --peer none   # a quick check
+
+Every process runs on this machine and every server listens on 127.0.0.1:
+
+1. The simulator serves a generated tenant (``medium``: 50,000 customers,
+   about 1.2 million records) in its own process with no page delay and
+   no rate limit. It builds the export pages before each measured step
+   (see ``PageCache``), so its own record generation is not measured.
+2. ``rulesd sync --initial --json`` runs as a subprocess into a fresh
+   database. Records per second use the sync's own run time from its
+   summary (first request to last commit). The process time, which adds
+   interpreter start-up and imports, is shown beside it, and ``wait4``
+   gives the process's peak resident memory.
+3. The peer, dlt's REST API source, loads the same tenant into another
+   schema of the same database in its own subprocess, measured the same way.
+4. The simulator applies random changes, one per 100 records, and
+   ``rulesd sync`` runs incrementally.
+
+The results are printed as a table and, with ``--output FILE``, written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+SIMULATOR_TIMEOUT = 7200.0  # seconds; the simulator process stops by itself after this
+STEP_TIMEOUT = 3600  # seconds allowed for one measured step
+CHANGES_PER_RECORDS = 100  # one random change per this many records before the incremental sync
+
+
+@dataclass
+class Measurement:
+    """One measured step: its time, the records it moved and the peak memory of its process.
+
+    ``seconds`` runs from the first request to the last commit, as the
+    tool reports it. ``process_seconds`` is the whole subprocess, including
+    interpreter start-up and imports.
+    """
+
+    step: str
+    seconds: float
+    records: int
+    peak_rss_mb: float
+    process_seconds: float
+    detail: str = ""
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- the simulator process
+
+
+class PageCache:
+    """Export pages built once ahead of time, so the measurement is of the sync, not of the simulator.
+
+    The simulator builds every record in Python on each request, a few
+    thousand records per second on a 2-core machine. That would cap any
+    client, so the benchmark builds the pages both tools will ask for
+    before each measured step. A request the cache has no page for is
+    served live.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.live_export_page = server.queries.export_page
+        self.pages: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+        self.final_tokens: dict[str, str] = {}
+        server.queries.export_page = self.export_page
+
+    @staticmethod
+    def key(entity: Any, params: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return entity.name, tuple(sorted(params.items()))
+
+    def export_page(self, entity: Any, params: dict[str, str]) -> dict[str, Any]:
+        page = self.pages.get(self.key(entity, params))
+        return page if page is not None else self.live_export_page(entity, params)
+
+    def warm(self, *, recent: bool) -> int:
+        """Build every export feed's pages as rulesd and dlt request them; return the records built.
+
+        ``recent`` builds the incremental chains: from each feed's final
+        token of the last warm-up, with ``includeRecentChanges=true``.
+        """
+        from rulesd.servicetitan.catalog import ENTITY_LIST
+
+        self.pages.clear()
+        built = 0
+        for entity in ENTITY_LIST:
+            if entity.export_path is None:
+                continue
+            base: dict[str, str] = {}
+            if entity.name in ("appointment", "appointment_assignment"):
+                base["active"] = "Any"
+            if recent:
+                base["includeRecentChanges"] = "true"
+            token = self.final_tokens.get(entity.name) if recent else None
+            while True:
+                params = dict(base, **({"from": token} if token else {}))
+                page = self.live_export_page(entity, params)
+                self.pages[self.key(entity, params)] = page
+                built += len(page["data"])
+                token = page["continueFrom"]
+                if not page["hasMore"]:
+                    break
+            self.final_tokens[entity.name] = token
+        return built
+
+
+def serve_simulator(customers: int, seed: int) -> None:
+    """Serve a tenant until standard input closes, answering one JSON line per command.
+
+    It prints its address and counts first. Commands on standard input:
+    ``warm`` builds the initial export pages, and ``change N`` applies N
+    random changes and builds the incremental pages that follow them.
+    """
+    from rulesd.servicetitan.simulator import Simulator, serve_simulator as serve
+    from rulesd.servicetitan.simulator.changes import random_change
+
+    sim = Simulator(seed=seed, customers=customers)
+    with serve(sim, timeout=SIMULATOR_TIMEOUT) as server:
+        cache = PageCache(server)
+        details = {
+            "base_url": server.base_url,
+            "tenant_id": server.tenant_id,
+            "client_id": server.client_id,
+            "client_secret": server.client_secret,
+            "app_key": server.app_key,
+            "counts": sim.counts(),
+        }
+        print(json.dumps(details), flush=True)
+        rng = random.Random(seed)
+        for line in sys.stdin:
+            words = line.split()
+            if words == ["warm"]:
+                print(json.dumps({"built": cache.warm(recent=False)}), flush=True)
+            elif words[:1] == ["change"]:
+                applied = 0
+                for _ in range(int(words[1])):
+                    picked = random_change(sim, rng)
+                    if picked is not None:
+                        sim.apply(picked[0], **picked[1])
+                        applied += 1
+                built = cache.warm(recent=True)
+                print(json.dumps({"applied": applied, "built": built, "counts": sim.counts()}), flush=True)
+
+
+class SimulatorProcess:
+    """The simulator running in a child process."""
+
+    def __init__(self, customers: int, seed: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-simulator", "--customers", str(customers), "--seed", str(seed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.details: dict[str, Any] = json.loads(self.process.stdout.readline())
+
+    def command(self, line: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        result: dict[str, Any] = json.loads(self.process.stdout.readline())
+        return result
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# -- measured subprocesses
+
+
+def run_measured(command: list[str], env: dict[str, str], step: str) -> tuple[float, float, str]:
+    """Run ``command``; return its wall seconds, its peak RSS in MB and its standard output."""
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
+        started = time.monotonic()
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=errors, cwd=REPO)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        errors.seek(0)
+        stdout = output.read().decode()
+        stderr = errors.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"{step} failed with exit code {process.returncode}:\n{stderr[-4000:]}")
+    peak_mb = usage.ru_maxrss / 1024  # ru_maxrss is in kilobytes on Linux
+    return seconds, peak_mb, stdout
+
+
+def rulesd_env(details: dict[str, Any], database_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RULESD_DATABASE_URL": database_url,
+            "SERVICE_TITAN_TENANT_ID": str(details["tenant_id"]),
+            "SERVICE_TITAN_CLIENT_ID": details["client_id"],
+            "SERVICE_TITAN_CLIENT_SECRET": details["client_secret"],
+            "SERVICE_TITAN_APP_KEY": details["app_key"],
+            "SERVICE_TITAN_AUTH_URL": details["base_url"],
+            "SERVICE_TITAN_API_URL": details["base_url"],
+        }
+    )
+    return env
+
+
+def write_config(directory: Path, concurrency: int) -> Path:
+    path = directory / "rulesd.yaml"
+    path.write_text(
+        "servicetitan:\n  page_delay: 0\n  rate_limit: 0\n  page_size: 5000\n"
+        f"sync:\n  batch_size: 5000\n  concurrency: {concurrency}\n"
+        "logging:\n  level: warning\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def rulesd_sync(config: Path, env: dict[str, str], step: str, *options: str) -> tuple[Measurement, dict[str, Any]]:
+    command = [sys.executable, "-c", "from rulesd.cli import main; main()", "--config", str(config)]
+    command += ["sync", "--json", "--no-migrate", *options]
+    process_seconds, peak_mb, stdout = run_measured(command, env, step)
+    summary: dict[str, Any] = json.loads(stdout)
+    records = summary["fetched"] if options == ("--initial",) else summary["created"] + summary["updated"]
+    detail = f"fetched {summary['fetched']:,}, created {summary['created']:,}, updated {summary['updated']:,}"
+    measurement = Measurement(step, summary["seconds"], records, peak_mb, process_seconds, detail)
+    return measurement, summary
+
+
+# -- the database
+
+
+def create_database(server_url: str) -> tuple[str, str]:
+    name = f"rulesd_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    # A URL rather than a key=value string, because dlt accepts only URLs.
+    return name, urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def mirror_counts(database_url: str) -> dict[str, int]:
+    from rulesd.servicetitan.catalog import ENTITY_LIST
+
+    with psycopg.connect(database_url) as conn:
+        counts = {}
+        for entity in ENTITY_LIST:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(entity.table))).fetchone()
+            assert row is not None
+            counts[entity.name] = int(row[0])
+    return counts
+
+
+def event_count(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM workflow_events").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# -- the run
+
+
+def benchmark(arguments: argparse.Namespace) -> list[Measurement]:
+    from rulesd.db import migrate
+
+    from rulesd.servicetitan.simulator import customers_for_scale
+
+    customers = arguments.customers or customers_for_scale(arguments.scale)
+    simulator = SimulatorProcess(customers, arguments.seed)
+    name, database_url = create_database(arguments.database_url)
+    measurements: list[Measurement] = []
+    try:
+        details = simulator.details
+        total = sum(details["counts"].values())
+        print(f"simulator: {total:,} records at {details['base_url']}", flush=True)
+        migrate.upgrade(database_url)
+        env = rulesd_env(details, database_url)
+        with tempfile.TemporaryDirectory() as directory:
+            config = write_config(Path(directory), arguments.concurrency)
+
+            warmed = simulator.command("warm")
+            print(f"built {warmed['built']:,} records of export pages", flush=True)
+            initial, _ = rulesd_sync(config, env, "rulesd initial sync", "--initial")
+            measurements.append(initial)
+            print_measurement(initial)
+            if mirror_counts(database_url) != details["counts"]:
+                raise SystemExit("mirror counts differ from the simulator's after the initial sync")
+            if event_count(database_url):
+                raise SystemExit("the initial sync wrote change events")
+
+            if arguments.peer == "dlt":
+                # Same tenant, same built pages, another schema of the same database.
+                peer = run_dlt_peer(details, database_url, total)
+                measurements.append(peer)
+                print_measurement(peer)
+
+            changes = max(1, total // CHANGES_PER_RECORDS)
+            applied = simulator.command(f"change {changes}")
+            incremental, _ = rulesd_sync(config, env, "rulesd incremental sync")
+            incremental.detail += f"; {applied['applied']:,} random changes applied"
+            measurements.append(incremental)
+            print_measurement(incremental)
+            if mirror_counts(database_url) != applied["counts"]:
+                raise SystemExit("mirror counts differ from the simulator's after the incremental sync")
+    finally:
+        simulator.stop()
+        if not arguments.keep_database:
+            drop_database(arguments.database_url, name)
+    return measurements
+
+
+def run_dlt_peer(details: dict[str, Any], database_url: str, total: int) -> Measurement:
+    command = [sys.executable, str(REPO / "benchmarks" / "sync_peer_dlt.py"), "--database-url", database_url]
+    env = dict(os.environ, SIMULATOR_DETAILS=json.dumps(details))
+    process_seconds, peak_mb, stdout = run_measured(command, env, "dlt")
+    loaded = json.loads(stdout.strip().splitlines()[-1])
+    detail = f"loaded {loaded['records']:,} of {total:,}"
+    return Measurement("dlt rest_api initial load", loaded["seconds"], loaded["records"], peak_mb, process_seconds, detail)
+
+
+def print_measurement(measurement: Measurement) -> None:
+    print(
+        f"{measurement.step:<28} {measurement.seconds:8.1f} s {measurement.records:>10,} records "
+        f"{measurement.records_per_second:>9,.0f} rec/s  peak {measurement.peak_rss_mb:6.0f} MB  "
+        f"process {measurement.process_seconds:.1f} s  {measurement.detail}",
+        flush=True,
+    )
+
+
+def summarise(measurements: list[Measurement]) -> dict[str, Any]:
+    by_step = {m.step: m for m in measurements}
+    initial = by_step["rulesd initial sync"]
+    incremental = by_step["rulesd incremental sync"]
+    summary: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "measurements": [dict(asdict(m), records_per_second=round(m.records_per_second)) for m in measurements],
+        "incremental_share_of_initial": round(incremental.seconds / initial.seconds, 4),
+    }
+    peer = by_step.get("dlt rest_api initial load")
+    if peer is not None:
+        summary["speedup_over_peer"] = round(initial.records_per_second / max(peer.records_per_second, 1e-9), 2)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default="medium", help="simulator tenant size: small, medium or large")
+    parser.add_argument("--customers", type=int, help="simulator tenant size in customers; overrides --scale")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", default=os.environ.get("RULESD_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
+                        help="Postgres server to create the benchmark database on")
+    parser.add_argument("--concurrency", type=int, default=4, help="entities synced at once")
+    parser.add_argument("--peer", choices=["dlt", "none"], default="dlt")
+    parser.add_argument("--output", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--serve-simulator", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+
+    if arguments.serve_simulator:
+        serve_simulator(arguments.customers, arguments.seed)
+        return
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    measurements = benchmark(arguments)
+    summary = summarise(measurements)
+    print(json.dumps(summary, indent=2))
+    if arguments.output:
+        arguments.output.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
