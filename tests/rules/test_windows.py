@@ -80,3 +80,11 @@ def test_window_result_is_utc() -> None:
 
     assert result.tzinfo == timezone.utc
     assert result == _utc(2026, 12, 7, 8, 0)
+
+
+def test_window_until_midnight() -> None:
+    window = parse_window("Fri 18:00-24:00")
+    at = _utc(2026, 12, 5, 5, 30)  # Friday 23:30 in Chicago
+
+    assert window.next_allowed(at, CHICAGO) == at
+    assert window.next_allowed(_utc(2026, 12, 5, 6, 0), CHICAGO) == _utc(2026, 12, 12, 0, 0)
