@@ -19,22 +19,35 @@ from rulesd.servicetitan.simulator.state import MICROS
 if TYPE_CHECKING:
     from rulesd.servicetitan.simulator.tenant import Simulator
 
-_EPOCH = datetime(1970, 1, 1)  # naive UTC: isoformat() is much faster than strftime()
+_EPOCH = datetime(1970, 1, 1)  # naive UTC
 CENT = Decimal("0.01")
 # The server's JSON form: compact separators, ASCII only, as json.dumps writes it.
 JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
+_DAY_MICROS = 86_400 * MICROS
+_dates: dict[int, str] = {}  # days since the epoch -> "YYYY-MM-DD"
+
+
+def _date_text(day: int) -> str:
+    text = _dates.get(day)
+    if text is None:
+        text = _dates[day] = (_EPOCH + timedelta(days=day)).date().isoformat()
+    return text
+
+
 def timestamp(micros: int) -> str:
     """Format epoch microseconds the way ServiceTitan does: 7 fractional digits and ``Z``."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.isoformat(timespec="microseconds") + "0Z"
+    day, rest = divmod(micros, _DAY_MICROS)
+    seconds, fraction = divmod(rest, MICROS)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_date_text(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}0Z"
 
 
 def day_timestamp(micros: int) -> str:
     """Format a date-only value as ServiceTitan does: midnight UTC."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.date().isoformat() + "T00:00:00Z"
+    return _date_text(micros // _DAY_MICROS) + "T00:00:00Z"
 
 
 def money(value: Decimal) -> str:
@@ -262,7 +275,7 @@ def _customer(sim: Simulator, index: int) -> dict[str, Any]:
         "type": kind,
         "address": address,
         "customFields": [{"typeId": 9001, "name": "Time Zone", "value": tz}],
-        "balance": float(customer_balance(sim, index)),
+        "balance": customer_balance_cents(sim, index) / 100,
         "taxExempt": kind == "Commercial" and rng.random() < 0.2,
         "tagTypeIds": [sim.tables["tag_type"].record_id(0)] if rng.random() < 0.05 else [],
         "doNotMail": rng.random() < 0.05,
@@ -279,10 +292,15 @@ def _customer(sim: Simulator, index: int) -> dict[str, Any]:
 
 def customer_balance(sim: Simulator, index: int) -> Decimal:
     """Sum what the customer owes: the balance of every invoice of their jobs."""
-    total = Decimal(0)
+    return Decimal(customer_balance_cents(sim, index)).scaleb(-2)
+
+
+def customer_balance_cents(sim: Simulator, index: int) -> int:
+    total = 0
+    jobs = sim.tables["location"].children["job"]
     for location in sim.tables["customer"].children["location"].of(index):
-        for job in sim.tables["location"].children["job"].of(location):
-            total += invoice_amounts(sim, job)[3]
+        for job in jobs.of(location):
+            total += invoice_cents(sim, job)[3]
     return total
 
 
@@ -385,7 +403,7 @@ def _job(sim: Simulator, index: int) -> dict[str, Any]:
     completed_on = None
     if status == "Completed":
         completed_on = timestamp(table.modified[index] - rng.randrange(3600) * MICROS)
-    sub_total, _, total, _ = invoice_amounts(sim, index)
+    total = invoice_cents(sim, index)[2]
     return {
         **_base(sim, "job", index),
         "jobNumber": str(table.record_id(index) - 60_000_000 + 10_000),
@@ -415,7 +433,7 @@ def _job(sim: Simulator, index: int) -> dict[str, Any]:
         "customerPo": "",
         "invoiceId": sim.tables["invoice"].record_id(index),
         "membershipId": None,
-        "total": float(total) if status == "Completed" else None,
+        "total": total / 100 if status == "Completed" else None,
         "createdFromEstimateId": None,
         "estimateIds": [sim.tables["estimate"].record_id(e) for e in estimates],
         "equipmentIds": [],
@@ -480,17 +498,26 @@ def _appointment_assignment(sim: Simulator, index: int) -> dict[str, Any]:
     }
 
 
-def estimate_items(sim: Simulator, index: int) -> tuple[list[dict[str, Any]], Decimal]:
+def _forty_percent(cents: int) -> int:
+    """Return 40 % of ``cents``, rounded half to even as ``Decimal.quantize`` does by default."""
+    quotient, remainder = divmod(cents * 4, 10)
+    if remainder > 5 or (remainder == 5 and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+def estimate_items(sim: Simulator, index: int) -> tuple[list[dict[str, Any]], int]:
+    """Return the items of an estimate and their subtotal in cents."""
     rng = sim.rng("estimate", index, salt=6)
     created = timestamp(sim.tables["estimate"].created[index])
     items = []
-    subtotal = Decimal(0)
+    subtotal = 0
     for position in range(rng.randint(1, 4)):
         sku_index = rng.randrange(len(vocab.SKUS))
         name, kind, rate = vocab.SKUS[sku_index]
-        qty = Decimal(rng.choice((1, 1, 1, 2, 3)))
-        unit_rate = Decimal(str(rate))
-        total = (qty * unit_rate).quantize(CENT)
+        qty = rng.choice((1, 1, 1, 2, 3))
+        unit_rate = round(rate * 100)  # cents; every SKU rate has at most two decimals
+        total = qty * unit_rate
         subtotal += total
         items.append({
             "id": sim.tables["estimate"].record_id(index) * 10 + position,
@@ -508,10 +535,10 @@ def estimate_items(sim: Simulator, index: int) -> tuple[list[dict[str, Any]], De
             "description": f"<p>{name}</p>",
             "membershipTypeId": None,
             "qty": float(qty),
-            "unitRate": float(unit_rate),
-            "total": float(total),
-            "unitCost": float((unit_rate * Decimal("0.4")).quantize(CENT)),
-            "totalCost": float((total * Decimal("0.4")).quantize(CENT)),
+            "unitRate": unit_rate / 100,
+            "total": total / 100,
+            "unitCost": _forty_percent(unit_rate) / 100,
+            "totalCost": _forty_percent(total) / 100,
             "itemGroupName": "",
             "itemGroupRootId": None,
             "createdOn": created,
@@ -532,7 +559,7 @@ def _estimate(sim: Simulator, index: int) -> dict[str, Any]:
     items, subtotal = estimate_items(sim, index)
     business_units = sim.tables["business_unit"]
     business_unit = rng.randrange(business_units.count)
-    tax = (subtotal * Decimal("0.0825")).quantize(CENT)
+    tax = tax_cents(subtotal)
     return {
         **_base(sim, "estimate", index),
         "jobId": sim.tables["job"].record_id(job),
@@ -548,8 +575,8 @@ def _estimate(sim: Simulator, index: int) -> dict[str, Any]:
         "soldBy": _ref_id(sim, "technician", rng) if status == "Sold" else None,
         "items": items,
         "externalLinks": [],
-        "subtotal": float(subtotal),
-        "tax": float(tax),
+        "subtotal": subtotal / 100,
+        "tax": tax / 100,
         "businessUnitId": business_units.record_id(business_unit),
         "businessUnitName": vocab.BUSINESS_UNITS[business_unit % len(vocab.BUSINESS_UNITS)][0],
         "isRecommended": rng.random() < 0.3,
@@ -569,43 +596,79 @@ ESTIMATE_STATUS_VALUES = {"Open": 0, "Sold": 1, "Dismissed": 2}
 # -- money
 
 
+def cents_text(cents: int) -> str:
+    """Format whole cents as ServiceTitan's money strings: ``"389.37"``, ``"-0.05"``."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{part:02d}"
+
+
+def tax_cents(cents: int) -> int:
+    """Return 8.25 % of ``cents``, rounded half to even as ``Decimal.quantize`` does by default."""
+    quotient, remainder = divmod(cents * 825, 10_000)
+    if remainder * 2 > 10_000 or (remainder * 2 == 10_000 and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+def _to_cents(value: Any) -> int:
+    return int(Decimal(str(value)).quantize(CENT) * 100)
+
+
+def invoice_cents(sim: Simulator, index: int) -> tuple[int, int, int, int]:
+    """Return (subtotal, tax, total, balance) of invoice ``index`` in cents.
+
+    Invoice ``index`` is the invoice of job ``index``. Whole cents keep the
+    arithmetic exact without the cost of ``Decimal``.
+    """
+    overrides = sim.tables["invoice"].overrides.get(index)
+    if overrides and "total" in overrides:
+        total = _to_cents(overrides["total"])
+        sub_total = _to_cents(overrides["subTotal"])
+        tax = _to_cents(overrides["salesTax"])
+    elif sim.status_name("job", index) != "Completed":
+        return 0, 0, 0, 0
+    else:
+        sub_total = _generated_subtotal_cents(sim, index)
+        tax = tax_cents(sub_total)
+        total = sub_total + tax
+    paid = 0
+    for payment in sim.tables["invoice"].children["payment"].of(index):
+        paid += payment_cents(sim, payment)
+    return sub_total, tax, total, max(0, total - paid)
+
+
 def invoice_amounts(sim: Simulator, index: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     """Return (subtotal, tax, total, balance) of invoice ``index`` (the invoice of job ``index``)."""
-    overrides = sim.tables["invoice"].overrides.get(index, {})
-    if "total" in overrides:
-        total = Decimal(overrides["total"])
-        sub_total = Decimal(overrides["subTotal"])
-        tax = Decimal(overrides["salesTax"])
-    elif sim.status_name("job", index) != "Completed":
-        return Decimal(0), Decimal(0), Decimal(0), Decimal(0)
-    else:
-        rng = sim.rng("invoice", index, salt=7)
-        sub_total = Decimal(rng.choice((89, 149, 245, 389, 520, 875, 1650, 3400, 8950)))
-        sub_total += Decimal(rng.randrange(100)) / 100
-        tax = (sub_total * Decimal("0.0825")).quantize(CENT)
-        total = sub_total + tax
-    paid = Decimal(0)
-    for payment in sim.tables["invoice"].children["payment"].of(index):
-        paid += Decimal(payment_total(sim, payment))
-    return sub_total, tax, total, max(Decimal(0), total - paid)
+    return tuple(Decimal(cents).scaleb(-2) for cents in invoice_cents(sim, index))  # type: ignore[return-value]
+
+
+def _generated_subtotal_cents(sim: Simulator, invoice: int) -> int:
+    rng = sim.rng("invoice", invoice, salt=7)
+    dollars = rng.choice((89, 149, 245, 389, 520, 875, 1650, 3400, 8950))
+    return dollars * 100 + rng.randrange(100)
+
+
+def payment_cents(sim: Simulator, index: int) -> int:
+    overrides = sim.tables["payment"].overrides.get(index)
+    if overrides and "total" in overrides:
+        return _to_cents(overrides["total"])
+    sub_total = _generated_subtotal_cents(sim, sim.tables["payment"].parent[index])
+    return sub_total + tax_cents(sub_total)
 
 
 def payment_total(sim: Simulator, index: int) -> str:
-    overrides = sim.tables["payment"].overrides.get(index, {})
-    if "total" in overrides:
+    overrides = sim.tables["payment"].overrides.get(index)
+    if overrides and "total" in overrides:
         return str(overrides["total"])
-    invoice = sim.tables["payment"].parent[index]
-    rng = sim.rng("invoice", invoice, salt=7)
-    sub_total = Decimal(rng.choice((89, 149, 245, 389, 520, 875, 1650, 3400, 8950)))
-    sub_total += Decimal(rng.randrange(100)) / 100
-    return money(sub_total + (sub_total * Decimal("0.0825")).quantize(CENT))
+    return cents_text(payment_cents(sim, index))
 
 
 def _invoice(sim: Simulator, index: int) -> dict[str, Any]:
     rng = sim.rng("invoice", index)
     table = sim.tables["invoice"]
     customer, location = job_parts(sim, index)
-    sub_total, tax, total, balance = invoice_amounts(sim, index)
+    sub_total, tax, total, balance = invoice_cents(sim, index)
     customer_name = customer_profile(sim, customer)[0]
     business_units = sim.tables["business_unit"]
     business_unit = rng.randrange(business_units.count)
@@ -624,12 +687,12 @@ def _invoice(sim: Simulator, index: int) -> dict[str, Any]:
         "referenceNumber": job_number,
         "invoiceDate": day_timestamp(created),
         "dueDate": day_timestamp(created + 30 * 86_400 * MICROS),
-        "subTotal": money(sub_total),
-        "salesTax": money(tax),
+        "subTotal": cents_text(sub_total),
+        "salesTax": cents_text(tax),
         "salesTaxCode": {"id": 90, "name": "TX Sales Tax", "taxRate": 0.0825},
         "taxZoneId": None,
-        "total": money(total),
-        "balance": money(balance),
+        "total": cents_text(total),
+        "balance": cents_text(balance),
         "invoiceType": None,
         "customer": {"id": sim.tables["customer"].record_id(customer), "name": customer_name},
         "customerAddress": short_address,

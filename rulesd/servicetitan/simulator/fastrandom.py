@@ -25,6 +25,10 @@ class FastRandom:
     def __init__(self, seed: int) -> None:
         self._state = (seed * _GOLDEN) & _MASK
 
+    # Each method repeats the SplitMix64 step instead of calling a shared
+    # helper: a Python call costs as much as the step itself, and the record
+    # builders make millions of these calls per page of records.
+
     def _next(self) -> int:
         self._state = state = (self._state + _GOLDEN) & _MASK
         state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
@@ -32,7 +36,10 @@ class FastRandom:
         return state ^ (state >> 31)
 
     def random(self) -> float:
-        return (self._next() >> 11) * (1.0 / 9007199254740992.0)
+        self._state = state = (self._state + _GOLDEN) & _MASK
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK
+        return ((state ^ (state >> 31)) >> 11) * (1.0 / 9007199254740992.0)
 
     def randrange(self, start: int, stop: int | None = None) -> int:
         if stop is None:
@@ -40,13 +47,19 @@ class FastRandom:
         width = stop - start
         if width <= 0:
             raise ValueError(f"empty range for randrange({start}, {stop})")
-        return start + (self._next() % width)
+        self._state = state = (self._state + _GOLDEN) & _MASK
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK
+        return start + ((state ^ (state >> 31)) % width)
 
     def randint(self, low: int, high: int) -> int:
         return self.randrange(low, high + 1)
 
     def choice(self, items: Sequence[T]) -> T:
-        return items[self._next() % len(items)]
+        self._state = state = (self._state + _GOLDEN) & _MASK
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK
+        return items[(state ^ (state >> 31)) % len(items)]
 
     def uniform(self, low: float, high: float) -> float:
         return low + (high - low) * self.random()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 # Epoch microseconds are the simulator's clock unit.
 MICROS = 1_000_000
@@ -109,7 +109,9 @@ class Children:
     def add(self, parent: int, child: int) -> None:
         self.added.setdefault(parent, []).append(child)
 
-    def of(self, parent: int) -> Iterator[int]:
-        if parent + 1 < len(self.start):
-            yield from range(self.start[parent], self.start[parent + 1])
-        yield from self.added.get(parent, ())
+    def of(self, parent: int) -> list[int]:
+        """Return the child indexes of ``parent``: generated ones first, then those added later."""
+        start = self.start
+        generated = list(range(start[parent], start[parent + 1])) if parent + 1 < len(start) else []
+        added = self.added.get(parent)
+        return generated + added if added else generated

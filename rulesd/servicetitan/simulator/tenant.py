@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from rulesd.servicetitan.catalog import ENTITIES, ENTITY_LIST
+from rulesd.servicetitan.simulator.build import JSON_ENCODER, build_record
 from rulesd.servicetitan.simulator.cache import DEFAULT_CACHE_BYTES, RecordCache
 from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import MICROS, Table
@@ -217,15 +218,11 @@ class Simulator:
 
     def record(self, entity: str, index: int) -> dict[str, Any]:
         """Build the export form of one record."""
-        from rulesd.servicetitan.simulator.build import build_record
-
         with self.lock:
             return build_record(self, entity, index)
 
     def record_json(self, entity: str, index: int) -> bytes:
         """Return the export form of one record as compact JSON, from the cache when current."""
-        from rulesd.servicetitan.simulator.build import JSON_ENCODER, build_record
-
         with self.lock:
             table = self.tables[entity]
             blob = self.cache.get(table, index)
