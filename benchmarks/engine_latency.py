@@ -39,7 +39,7 @@ async def measure(url: str, count: int, gap: float) -> list[float]:
         group.start_soon(daemon.run)
         while daemon.ready is None or daemon.listener is None or daemon.listener.state != "listening":
             await anyio.sleep(0.01)
-        # The commits run in a worker thread so they never block the daemon's event loop.
+        # The commits run in a worker thread, off the daemon's event loop.
         rows = await anyio.to_thread.run_sync(commit_and_collect, url, count, gap)
         daemon.stop()
     return [float(row[0]) * 1000 for row in rows]

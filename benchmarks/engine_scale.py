@@ -1,8 +1,8 @@
 """Check the due-step query and the daemon's memory with 1,000,000 active enrollments.
 
 Inserts ``--enrollments`` active enrollments (all but ``--due`` of them due
-over the next 30 days), runs ANALYZE, prints the plans and timings of the
-claim query and the next-due query, then runs a daemon (recording
+over the next 30 days) and runs ANALYZE. Prints the plans and timings of
+the claim query and the next-due query. Then runs a daemon (recording
 executor, no sync) in a child process for ``--seconds`` and reports its
 peak resident memory while it claims the due enrollments.
 

@@ -34,7 +34,7 @@ from rulesd.engine.metrics import serve_metrics
 from rulesd.engine.triggers import TriggerEngine
 from rulesd.engine.wakeup import Wakeup
 from rulesd.engine.watcher import RuleHolder, watch_rules
-from rulesd.errors import RulesdError
+from rulesd.errors import DatabaseError, RulesdError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ ERROR_BACKOFF = 2.0  # seconds an engine loop waits after a database error
 
 @dataclass
 class DaemonOptions:
-    """What ``rulesd run`` was asked to do."""
+    """Options of one ``rulesd run``."""
 
     rules_paths: Sequence[Path]
     dry_run: bool = False
@@ -92,7 +92,14 @@ class Daemon:
             check=AsyncConnectionPool.check_connection,
             kwargs={"connect_timeout": 10},
         )
-        await self.pool.open(wait=True, timeout=30)
+        try:
+            await self.pool.open(wait=True, timeout=30)
+        except psycopg.OperationalError as exc:
+            await self.pool.close()
+            raise DatabaseError(
+                f"cannot connect to Postgres within 30 s: {exc}",
+                hint="start the Postgres server or fix the database URL, then run rulesd run again",
+            ) from exc
         try:
             self.rules = RuleHolder(self.options.rules_paths, self.pool, self.clock)
             await self.rules.reload(initial=True)
@@ -185,7 +192,9 @@ class Daemon:
     # --- loops ----------------------------------------------------------------
 
     async def _trigger_loop(self) -> None:
-        assert self.triggers is not None and self._event_wake is not None and self._step_wake is not None
+        assert self.triggers is not None
+        assert self._event_wake is not None
+        assert self._step_wake is not None
         poll = self.settings.engine.poll_interval.total_seconds()
         while True:
             await self._event_wake.wait(poll)
@@ -227,11 +236,13 @@ class Daemon:
         assert self.execution is not None and self._step_wake is not None
         try:
             await self.execution.run_claim(claim)
-        except (psycopg.Error, OSError) as exc:
+        except* (psycopg.Error, OSError) as group:
+            # run_claim runs a task group, so errors arrive as an ExceptionGroup.
             # The lease expires and another round runs the step again.
             logger.warning(
                 "step of enrollment %s hit a database error; it runs again when the lease expires: %s",
-                claim.instance_id, exc, extra={"event": "step_db_error", "instance_id": claim.instance_id},
+                claim.instance_id, group.exceptions[0],
+                extra={"event": "step_db_error", "instance_id": claim.instance_id},
             )
         finally:
             self._step_wake.set()
@@ -255,9 +266,12 @@ class Daemon:
         steps.cancel_scope.cancel()
 
     async def _heartbeat_loop(self) -> None:
+        # The first beat comes soon after start, so `rulesd status` shows the
+        # listener's state without waiting a whole interval.
+        await anyio.sleep(1.0)
         while True:
-            await anyio.sleep(HEARTBEAT_INTERVAL)
             await self._heartbeat()
+            await anyio.sleep(HEARTBEAT_INTERVAL)
 
     async def _run_scheduler(self, scheduler: Callable[..., Awaitable[None]]) -> None:
         assert self._stop_event is not None
@@ -289,7 +303,9 @@ class Daemon:
             )
 
     async def _heartbeat(self) -> None:
-        assert self.pool is not None and self.listener is not None and self.rules is not None
+        assert self.pool is not None
+        assert self.listener is not None
+        assert self.rules is not None
         async with self.pool.connection() as conn:
             await conn.execute(
                 """

@@ -8,7 +8,7 @@ neither scanned nor notified. NOTIFY is only a wake-up: the events stay in
 ``engine.poll_interval`` catches anything a notification missed.
 
 A half-open TCP connection raises nothing, so the connection is probed
-with ``SELECT 1`` under a hard timeout; a failed probe or any error
+with ``SELECT 1`` under a hard timeout. A failed probe or any error
 reconnects with capped, jittered backoff.
 """
 

@@ -59,6 +59,7 @@ def _rows(conn: psycopg.Connection[Any], query: str, params: Any = None) -> list
 def status_report(conn: psycopg.Connection[Any]) -> StatusReport:
     """Collect the engine's state from the database."""
     report = StatusReport()
+
     report.paused = {
         row["rule_id"]: row
         for row in _rows(conn, "SELECT * FROM workflow_rule_state WHERE paused_at IS NOT NULL ORDER BY rule_id")
@@ -97,6 +98,7 @@ def status_report(conn: psycopg.Connection[Any]) -> StatusReport:
          ORDER BY finished_at DESC LIMIT 50
         """,
     )
+
     if table_exists(conn, "action_ledger"):
         report.unknown_messages = _rows(
             conn,
@@ -113,6 +115,7 @@ def status_report(conn: psycopg.Connection[Any]) -> StatusReport:
               FROM st_sync_log ORDER BY entity, started_at DESC
             """,
         )
+
     report.daemons = _rows(
         conn,
         f"""

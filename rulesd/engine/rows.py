@@ -56,14 +56,14 @@ async def load_rows(
     """
     cache = cache or RowCache()
     paths = related_entities(entity)
-    wanted = _aliases_with_parents(paths, set(aliases) | {entity})
+    needed = _aliases_with_parents(paths, set(aliases) | {entity})
     result: dict[int, Rows] = {row_id: {} for row_id in ids}
 
     await _fetch(conn, entity, ids, cache)
     for row_id in ids:
         result[row_id][entity] = cache.get(entity, row_id)
 
-    for alias in sorted(wanted - {entity}, key=lambda name: len(paths[name])):
+    for alias in sorted(needed - {entity}, key=lambda name: len(paths[name])):
         path = paths[alias]
         parent = _parent_alias(entity, path)
         relation = path[-1]
@@ -80,15 +80,15 @@ async def load_rows(
 
 def _aliases_with_parents(paths: dict[str, tuple[Relation, ...]], aliases: set[str]) -> set[str]:
     # Reaching ``customer`` through ``job`` needs the job row too.
-    wanted: set[str] = set()
+    needed: set[str] = set()
     for alias in aliases:
         path = paths.get(alias)
         if path is None:
             continue
-        wanted.add(alias)
+        needed.add(alias)
         for index in range(1, len(path)):
-            wanted.add(path[index - 1].name)
-    return wanted
+            needed.add(path[index - 1].name)
+    return needed
 
 
 def _parent_alias(entity: str, path: tuple[Relation, ...]) -> str:

@@ -1,8 +1,8 @@
 """Rule scenarios (``*.test.yaml``): starting rows, a timeline of changes, and the expected engine actions.
 
 A scenario runs on the real trigger and execution engines against a real
-Postgres database, with a fake clock: the runner applies each change at
-its time, and between changes jumps the clock to each due step in turn,
+Postgres database, with a fake clock. The runner applies each change at
+its time and, between changes, jumps the clock to each due step in turn,
 so days pass in milliseconds. What the engines did is then read back from
 the database and compared with ``expect``.
 
@@ -178,8 +178,10 @@ def _parse_scenario(path: Path, rule_paths: tuple[Path, ...], index: int, item: 
     unknown = set(item) - {"name", "start", "rows", "timeline", "expect", "until", "exhaustive", "timezone"}
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+
     start = _absolute(item.get("start"), DEFAULT_START, f"{where}.start") if "start" in item else DEFAULT_START
     name = str(item.get("name") or f"scenario {index + 1}")
+
     rows = item.get("rows") or {}
     if not isinstance(rows, dict):
         raise ScenarioError(f"{where}.rows: expected a mapping of entity name to a list of rows")
@@ -187,6 +189,7 @@ def _parse_scenario(path: Path, rule_paths: tuple[Path, ...], index: int, item: 
         _check_entity(entity, f"{where}.rows")
         if not isinstance(entity_rows, list) or not all(isinstance(row, dict) and "id" in row for row in entity_rows):
             raise ScenarioError(f"{where}.rows.{entity}: expected a list of rows, each with an id")
+
     timeline = tuple(
         _parse_change(entry, start, f"{where}.timeline[{number}]") for number, entry in enumerate(item.get("timeline") or [])
     )
@@ -194,6 +197,7 @@ def _parse_scenario(path: Path, rule_paths: tuple[Path, ...], index: int, item: 
         _parse_expectation(entry, start, f"{where}.expect[{number}]") for number, entry in enumerate(item.get("expect") or [])
     )
     until = _time(item.get("until"), start, f"{where}.until") if "until" in item else start + DEFAULT_UNTIL
+
     return Scenario(
         name=name,
         path=path,

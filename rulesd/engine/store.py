@@ -65,11 +65,11 @@ class NewEnrollment:
 async def insert_enrollments(
     conn: psycopg.AsyncConnection[Any], enrollments: list[NewEnrollment], now: datetime | None
 ) -> dict[tuple[str, str], int]:
-    """Insert enrollments in one statement; return the new ids by (rule id, key).
+    """Insert enrollments in one statement and return the new ids by (rule id, key).
 
-    A key that already has an active enrollment of the rule is skipped by
-    the unique index ``workflow_instances_one_active``; so is the second of
-    two equal keys in one call.
+    The unique index ``workflow_instances_one_active`` skips a key that
+    already has an active enrollment of the rule. It also skips the second
+    of two equal keys in one call.
     """
     if not enrollments:
         return {}
@@ -417,7 +417,7 @@ async def finish_step_run(
     """Store the executor's outcome, transcript and usage on its step run.
 
     The outcome is stored even when the lease was lost, because it is a
-    record of what the executor did; ``lease_lost`` says it did not count.
+    record of what the executor did. ``lease_lost`` marks that it did not count.
     """
     await conn.execute(
         f"""

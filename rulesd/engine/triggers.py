@@ -52,7 +52,7 @@ class Event:
 
 @dataclass
 class PassResult:
-    """What one trigger pass did, for logs, metrics and tests."""
+    """Counts and ids from one trigger pass, for logs, metrics and tests."""
 
     events: int = 0
     enrolled: list[int] = field(default_factory=list)
@@ -431,7 +431,7 @@ def _new_enrollment(candidate: _Candidate) -> store.NewEnrollment:
         event_id=event.id,
         first_step=first.name if first else None,
         # ``after`` of the first step counts from the change itself, so a
-        # daemon that was down still runs the step when the rule says.
+        # daemon that was down still runs the step at the time the rule sets.
         due_at=event.occurred_at + first.after if first else None,
         customer_id=_party_id(event.entity, trigger_row, "customer"),
         location_id=_party_id(event.entity, trigger_row, "location"),

@@ -262,7 +262,7 @@ def test_execution_expired_lease_cannot_write_back(database_url: str, tmp_path: 
     assert len(executor.requests) == 1
 
 
-def test_rule_reload_keeps_rules_on_error_and_cancels_removed(database_url: str, tmp_path: Path) -> None:
+def test_rule_reload_error_and_removal(database_url: str, tmp_path: Path) -> None:
     rule = write_rule(tmp_path)
     seed(database_url, 10)
 
