@@ -71,6 +71,16 @@ def test_daemon_estimate_follow_up_end_to_end(database_url: str) -> None:
         assert executor.steps() == [(123, "text")]
         assert clock.now() - executor.requests[0].context.now <= timedelta(hours=1)
 
+        # The daemon's first heartbeat comes a second after start.
+        await anyio.sleep(1.5)
+        status = await anyio.to_thread.run_sync(
+            CliRunner().invoke, main, ["--database-url", database_url, "status"]
+        )
+        assert status.exit_code == 0, status.output
+        assert "estimate-follow-up (version" in status.output
+        assert "estimate-follow-up / email: 1 (0 running)" in status.output
+        assert "listener listening" in status.output
+
         with psycopg.connect(database_url, autocommit=True) as sync_conn:
             update_row(sync_conn, "st_estimates", 123, status="Sold")
         stopped = await _wait_for(
