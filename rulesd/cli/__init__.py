@@ -8,6 +8,7 @@ place; a traceback is shown only with ``--log-level debug``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -22,8 +23,38 @@ from rulesd.errors import RulesdError
 logger = logging.getLogger(__name__)
 
 
+# Subcommands, imported only when used: "rulesd validate" must not pay for
+# importing the Anthropic SDK, which the agent commands need. Name -> module:attribute.
+COMMANDS: dict[str, str] = {
+    "db": "rulesd.cli.db:db",
+    "sync": "rulesd.cli.sync:sync",
+    "validate": "rulesd.cli.validate:validate",
+    "test": "rulesd.cli.test:test",
+    "run": "rulesd.cli.run:run",
+    "status": "rulesd.cli.status:status",
+    "explain": "rulesd.cli.explain:explain",
+    "rules": "rulesd.cli.rules:rules",
+    "contacts": "rulesd.cli.contacts:contacts",
+    "simulator": "rulesd.cli.simulator:simulator",
+    "demo": "rulesd.cli.demo:demo",
+}
+
+
 class RulesdGroup(click.Group):
-    """A click group that turns rulesd errors into one clear line and an exit code."""
+    """A click group that loads subcommands lazily and turns rulesd errors into one line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in COMMANDS:
+            return command
+        module_name, attribute = COMMANDS[cmd_name].split(":")
+        module = importlib.import_module(module_name)
+        command = getattr(module, attribute)
+        self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -81,33 +112,3 @@ def main(
         log_format=log_format,
     )
     ctx.call_on_close(ctx.obj.close)
-
-
-def _register_commands() -> None:
-    # Each module defines one command or group; the import order is the help order.
-    from rulesd.cli import db, validate
-
-    main.add_command(db.db)
-    main.add_command(validate.validate)
-    from rulesd.cli import explain, rules, run, status
-    from rulesd.cli import test as test_command
-
-    main.add_command(run.run)
-    main.add_command(status.status)
-    main.add_command(explain.explain)
-    main.add_command(rules.rules)
-    main.add_command(test_command.test)
-    from rulesd.cli import simulator
-
-    main.add_command(simulator.simulator)
-
-    from rulesd.cli import sync as sync_command
-
-    main.add_command(sync_command.sync)
-
-    from rulesd.cli import contacts
-
-    main.add_command(contacts.contacts)
-
-
-_register_commands()

@@ -112,6 +112,7 @@ class ScaledClock:
             raise ValueError(f"ScaledClock speed must be positive, not {speed}")
         self.start = start.astimezone(timezone.utc)
         self.speed = speed
+        self.origin = datetime.now(timezone.utc)  # wall-clock time at which demo time was ``start``
         self._origin = time.monotonic()
 
     def now(self) -> datetime:
