@@ -142,3 +142,13 @@ def test_timestamp_matches_isoformat() -> None:
         moment = epoch + timedelta(microseconds=micros)
         assert timestamp(micros) == moment.isoformat(timespec="microseconds") + "0Z"
         assert day_timestamp(micros) == moment.date().isoformat() + "T00:00:00Z"
+
+
+def test_warm_cache_builds_every_record() -> None:
+    sim = Simulator(seed=17, customers=15, anchor=ANCHOR)
+    built = sim.warm_cache(("customer", "invoice"))
+    assert built == sim.counts()["customer"] + sim.counts()["invoice"]
+    misses = sim.cache.misses
+    for index in range(sim.table("invoice").count):
+        sim.record_json("invoice", index)
+    assert sim.cache.misses == misses

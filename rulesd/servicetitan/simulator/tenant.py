@@ -231,6 +231,19 @@ class Simulator:
                 self.cache.put(table, index, blob)
             return blob
 
+    def warm_cache(self, entities: tuple[str, ...] | None = None) -> int:
+        """Serialize every record of ``entities`` (all by default) into the cache; return the count.
+
+        The lock is taken per record, so a running server keeps answering.
+        Records past the cache's size bound push out the oldest entries.
+        """
+        built = 0
+        for name in entities if entities is not None else tuple(self.tables):
+            for index in range(self.table(name).count):
+                self.record_json(name, index)
+                built += 1
+        return built
+
     def get(self, entity: str, record_id: int) -> dict[str, Any]:
         """Return the export form of the record with ``record_id``."""
         with self.lock:
