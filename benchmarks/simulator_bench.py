@@ -24,7 +24,9 @@ Steps, all on this machine and on 127.0.0.1:
    simulator serves, without the client's JSON parsing on the same cores.
 5. ``list``: customer list pages of ``--page-size`` records, for ``--seconds``.
 
-Records per second count the records of 200 responses the client parsed.
+Records per second count the records of 200 responses. Because other
+work shares the machine, each run also reports the simulator process's
+CPU time (user plus system, from ``/proc``) and records per CPU second.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ def serve(customers: int, port: int, export_page_size: int, timeout: float) -> N
     server = SimulatorServer(sim, "127.0.0.1", port).start(timeout=timeout)
     if server._thread is not None:
         server._thread.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user plus system CPU time a process has used, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(
@@ -263,11 +271,23 @@ def main() -> None:
     process, startup, counts = start_server(args.scale, port, args.export_page_size)
     try:
         after_start = memory_kib(process.pid)
-        cold, pages_read = asyncio.run(read_exports(port, args.workers, args.seconds, None))
-        warm, _ = asyncio.run(read_exports(port, args.workers, args.seconds, pages_read))
-        raw = read_exports_raw(port, args.workers, pages_read)
-        lists = asyncio.run(read_lists(port, args.workers, args.seconds, args.page_size))
-        runs = [cold, warm, raw, lists]
+        startup_cpu = cpu_seconds(process.pid)
+        runs = []
+        pages_read: dict[str, int] = {}
+        for step in ("export-cold", "export-warm", "export-warm-raw", "list"):
+            cpu_before = cpu_seconds(process.pid)
+            if step == "export-cold":
+                run, pages_read = asyncio.run(read_exports(port, args.workers, args.seconds, None))
+            elif step == "export-warm":
+                run, _ = asyncio.run(read_exports(port, args.workers, args.seconds, pages_read))
+            elif step == "export-warm-raw":
+                run = read_exports_raw(port, args.workers, pages_read)
+            else:
+                run = asyncio.run(read_lists(port, args.workers, args.seconds, args.page_size))
+            server_cpu = cpu_seconds(process.pid) - cpu_before
+            run["server_cpu_seconds"] = round(server_cpu, 2)
+            run["records_per_server_cpu_second"] = round(run["records"] / server_cpu) if server_cpu else None
+            runs.append(run)
         after_runs = memory_kib(process.pid)
     finally:
         process.terminate()
@@ -278,19 +298,22 @@ def main() -> None:
         "records": sum(counts.values()),
         "export_page_size": args.export_page_size,
         "startup_seconds": round(startup, 1),
+        "startup_cpu_seconds": round(startup_cpu, 1),
         "rss_after_start_mib": round(after_start["VmRSS"] / 1024),
         "rss_after_runs_mib": round(after_runs["VmRSS"] / 1024),
         "peak_rss_mib": round(after_runs["VmHWM"] / 1024),
         "load_average": os.getloadavg()[0],
         "runs": runs,
     }
-    print(f"scale {args.scale}: {result['records']:,} records, ready in {result['startup_seconds']} s, "
+    print(f"scale {args.scale}: {result['records']:,} records, ready in {result['startup_seconds']} s "
+          f"({result['startup_cpu_seconds']} s of CPU), "
           f"RSS {result['rss_after_start_mib']} MiB after start, {result['rss_after_runs_mib']} MiB "
           f"after the runs, peak {result['peak_rss_mib']} MiB, load average {result['load_average']:.1f}")
     for run in runs:
         print(f"  {run['mode']:>15}: {run['pages_per_second']} pages/s, "
               f"{run['records_per_second']:,} records/s, {run['megabytes_per_second']} MB/s "
-              f"({run['records']:,} records, {run['workers']} workers, {run['seconds']} s)")
+              f"({run['records']:,} records, {run['workers']} workers, {run['seconds']} s); "
+              f"{run['records_per_server_cpu_second'] or 0:,} records per simulator CPU second")
     if args.output:
         args.output.write_text(json.dumps(result, indent=2))
 
