@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 10.0  # seconds between updates of this daemon's workflow_daemons row
 ERROR_BACKOFF = 2.0  # seconds an engine loop waits after a database error
+MIN_WAIT = 0.05  # seconds; the shortest sleep of the execution loop between claims
 
 
 @dataclass
@@ -225,10 +226,13 @@ class Daemon:
                 if claims and len(claims) == free:
                     continue  # there may be more due work
                 timeout = tick
-                if next_due is not None:
+                if next_due is not None and free > 0:
                     until = self.clock.seconds_until(next_due)
                     if until is not None:
-                        timeout = min(tick, until)
+                        # The floor keeps a due row that another daemon is
+                        # claiming right now from turning this into a busy loop.
+                        timeout = min(tick, max(MIN_WAIT, until))
+                # With every slot busy, a finishing step sets step_wake.
                 await step_wake.wait(timeout, self.clock)
             await self._drain_steps(steps)
 

@@ -81,9 +81,14 @@ class Listener:
         failures = 0
         last_logged = 0.0
         while True:
+            connects_before = self.connects
             try:
                 await self._listen_once()
             except (psycopg.Error, OSError, TimeoutError) as exc:
+                if self.connects > connects_before:
+                    # This attempt connected and later failed: a new outage.
+                    failures = 0
+                    delay = BACKOFF_START
                 failures += 1
                 self._set_state("reconnecting")
                 now = time.monotonic()
@@ -96,10 +101,6 @@ class Listener:
                     last_logged = now
                 await anyio.sleep(random.uniform(delay / 2, delay))
                 delay = min(BACKOFF_MAX, delay * 2)
-            else:
-                delay = BACKOFF_START
-            if self.state == "listening":
-                failures = 0
 
     async def _listen_once(self) -> None:
         conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=10)

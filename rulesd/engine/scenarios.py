@@ -27,11 +27,16 @@ an ISO 8601 timestamp with a zone)::
           - {at: 3d, stopped: estimate:123, reason: Sold}
 
 Expectation kinds: ``enrolled``, ``step`` (with ``outcome``, default
-``done``; also ``skipped`` and ``deferred``), ``stopped``, ``completed``,
-``failed`` and ``cancelled``. Each may name ``rule``; ``at`` is optional
+``done``; also ``skipped``, ``deferred``, ``transient`` and ``failed``),
+``stopped``, ``completed``, ``failed`` and ``cancelled``. Each may name ``rule``; ``at`` is optional
 and matches to the second. Everything the engines did that no expectation
 matches is reported as unexpected, unless the scenario sets
 ``exhaustive: false``.
+
+Steps run on the recording executor, which returns ``done``. A scenario's
+``executor`` maps a step name to the outcomes its calls return in order
+(``done``, ``skipped``, ``failed``, ``transient`` or ``deferred 2h``), then
+``done`` again: ``executor: {text: [transient, done]}``.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from rulesd.config import EngineSettings
 from rulesd.durations import format_duration, parse_duration
 from rulesd.engine.clock import FakeClock
 from rulesd.engine.execution import ExecutionEngine
-from rulesd.engine.executor import RecordingExecutor, StepExecutor
+from rulesd.engine.executor import RecordingExecutor, StepExecutor, StepRequest, StepResult
 from rulesd.engine.ruleset import RuleSet, load_rule_set
 from rulesd.engine.triggers import TriggerEngine
 from rulesd.errors import RuleError
@@ -127,6 +132,7 @@ class Scenario:
     expect: tuple[Expectation, ...]
     exhaustive: bool = True
     timezone: str = "America/Chicago"
+    executor: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,7 +181,7 @@ def _parse_scenario(path: Path, rule_paths: tuple[Path, ...], index: int, item: 
     where = f"{path}: scenarios[{index}]"
     if not isinstance(item, dict):
         raise ScenarioError(f"{where}: expected a mapping")
-    unknown = set(item) - {"name", "start", "rows", "timeline", "expect", "until", "exhaustive", "timezone"}
+    unknown = set(item) - {"name", "start", "rows", "timeline", "expect", "until", "exhaustive", "timezone", "executor"}
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
 
@@ -209,7 +215,45 @@ def _parse_scenario(path: Path, rule_paths: tuple[Path, ...], index: int, item: 
         expect=expect,
         exhaustive=bool(item.get("exhaustive", True)),
         timezone=str(item.get("timezone") or "America/Chicago"),
+        executor=_parse_executor(item.get("executor"), f"{where}.executor"),
     )
+
+
+def _parse_executor(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(outcomes, list) for outcomes in value.values()):
+        raise ScenarioError(f"{where}: expected a mapping of step name to a list of outcomes")
+    script = {str(step): tuple(str(outcome) for outcome in outcomes) for step, outcomes in value.items()}
+    for step, outcomes in script.items():
+        for outcome in outcomes:
+            try:
+                _scripted_result(outcome, datetime.now(timezone.utc))
+            except ValueError as exc:
+                raise ScenarioError(f"{where}.{step}: {exc}") from None
+    return script
+
+
+def _scripted_result(outcome: str, now: datetime) -> StepResult:
+    name, _, delay = outcome.partition(" ")
+    if name == "deferred":
+        return StepResult(outcome="deferred", detail="deferred by the scenario", defer_until=now + parse_duration(delay or "1h"))
+    if name not in ("done", "skipped", "failed", "transient") or delay:
+        raise ValueError(f"invalid outcome {outcome!r}; use done, skipped, failed, transient or deferred DURATION")
+    return StepResult(outcome=name, detail=f"{name} by the scenario")  # type: ignore[arg-type]
+
+
+class ScriptedExecutor:
+    """Returns a scenario's scripted outcomes per step name, then ``done``."""
+
+    def __init__(self, script: dict[str, tuple[str, ...]]) -> None:
+        self._remaining = {step: list(outcomes) for step, outcomes in script.items()}
+
+    async def execute(self, request: StepRequest) -> StepResult:
+        remaining = self._remaining.get(request.step.name)
+        if remaining:
+            return _scripted_result(remaining.pop(0), request.context.now)
+        return StepResult(outcome="done", detail="recorded", transcript=[{"type": "action", "text": request.action}])
 
 
 def _parse_change(entry: Any, start: datetime, where: str) -> Change:
@@ -324,8 +368,9 @@ class ScenarioRunner:
             settings = EngineSettings()
             rules = lambda: rule_set  # noqa: E731 - a fixed rule set for the whole scenario
             triggers = TriggerEngine(pool, rules, clock, settings)
+            executor = ScriptedExecutor(scenario.executor) if scenario.executor else self._executor
             execution = ExecutionEngine(
-                pool, rules, clock, settings, self._executor,
+                pool, rules, clock, settings, executor,
                 owner=uuid.uuid4(), database_url=self._url, timezone=scenario.timezone,
             )
             await self._load_rows(pool, scenario)
