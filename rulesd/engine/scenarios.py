@@ -244,7 +244,7 @@ def _scripted_result(outcome: str, now: datetime) -> StepResult:
 
 
 class ScriptedExecutor:
-    """Returns a scenario's scripted outcomes per step name, then ``done``."""
+    """An executor that returns a scenario's scripted outcomes per step name, then ``done``."""
 
     def __init__(self, script: dict[str, tuple[str, ...]]) -> None:
         self._remaining = {step: list(outcomes) for step, outcomes in script.items()}
