@@ -31,7 +31,7 @@ def open_demo_database(database_url: str | None, data_dir: Path = DEMO_DATA_DIR)
 def reset_database(url: str) -> list[str]:
     """Empty schema ``public`` of ``url``, apply every migration and return the names applied.
 
-    Raise ``DatabaseError`` when the database already holds a synced
+    Raise ``DatabaseError`` when the database already contains a synced
     mirror that an earlier demo did not create, so the demo never wipes a
     real tenant's mirror.
     """
@@ -59,7 +59,7 @@ def _check_wipeable(conn: psycopg.Connection, url: str) -> None:
     synced = conn.execute("SELECT EXISTS (SELECT 1 FROM st_sync_log)").fetchone()
     if synced and synced[0]:
         raise DatabaseError(
-            f"the database {redact_url(url)} already holds a synced mirror, and the demo empties its database",
+            f"the database {redact_url(url)} already contains a synced mirror, and the demo empties its database",
             hint="give rulesd demo an empty database, or run it without --database-url",
         )
 

@@ -1,4 +1,4 @@
-"""What the demo shows, read from the database: enrollments, step runs, stops and drafted messages.
+"""The demo's feed of new enrollments, step runs, stops and drafted messages, read from the database.
 
 The feed reads the same tables ``rulesd status`` and ``rulesd explain``
 read, so the view shows what the engine stored, not what it meant to do.
@@ -86,8 +86,9 @@ class Feed:
         self._last_step_run = 0
         self._last_draft = 0
         # A step run is written as 'running' first and finished later, so
-        # the cursor only moves past finished rows; ids of rows reported
-        # past a running one are kept to avoid reporting them twice.
+        # the cursor only moves past rows that are all finished. Rows
+        # reported beyond a running one keep their ids here, so they are
+        # not reported twice.
         self._reported_runs: set[int] = set()
         self._finished: set[int] = set()
 

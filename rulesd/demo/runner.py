@@ -24,6 +24,7 @@ from rich.console import Console
 
 from rulesd.config import Settings
 from rulesd.daemon import Daemon, DaemonOptions
+from rulesd.demo.activity import DemoActivity
 from rulesd.demo.database import open_demo_database, record_events_in_demo_time, reset_database
 from rulesd.demo.feed import Feed, Totals, count_totals, local_time
 from rulesd.demo.settings import BUSINESS_TIMEZONE, demo_settings, demo_start
@@ -52,7 +53,7 @@ MODEL_BANNER = (
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """What ``rulesd demo`` was asked to do."""
+    """Options of one ``rulesd demo`` run."""
 
     rules_dir: Path
     database_url: str | None = None  # None: the embedded Postgres in data_dir
@@ -76,7 +77,8 @@ def run_demo(options: DemoOptions) -> Totals:
     try:
         console.print("emptying the demo database and applying migrations…")
         reset_database(server.url)
-        sim = Simulator(seed=options.seed, customers=options.customers, activity=options.activity)
+        # The demo runs its own activity, started once the daemon is ready.
+        sim = Simulator(seed=options.seed, customers=options.customers, activity=0.0)
         console.print(f"simulated tenant: {sum(sim.counts().values()):,} records, {options.customers} customers")
         with serve_simulator(sim, timeout=None) as simulator:
             settings = demo_settings(server.url, simulator, options.rules_dir, options.speed)
@@ -103,6 +105,7 @@ class _Demo:
         self.options = options
         self.settings = settings
         self.sim = sim
+        self.activity = DemoActivity(sim, options.activity)
         self.url = settings.database.url or ""
         self.zone = ZoneInfo(BUSINESS_TIMEZONE)
         self.clock: ScaledClock | None = None
@@ -137,6 +140,7 @@ class _Demo:
                 daemon.stop()
             await anyio.to_thread.run_sync(self._poll_once)
         finally:
+            self.activity.stop()
             self.screen.stop()
             close = getattr(executor, "aclose", None)
             if close is not None:
@@ -183,7 +187,10 @@ class _Demo:
                 await anyio.sleep(0.05)
         assert self.clock is not None
         self._show("story", self._time_note())
-        story = Story(self.sim, self.clock, self.url, BUSINESS_TIMEZONE, lambda text: self._show("story", text))
+        story = Story(
+            self.sim, self.activity, self.clock, self.url, BUSINESS_TIMEZONE, lambda text: self._show("story", text)
+        )
+        self.activity.start()
         helpers.start_soon(self._sync_loop)
         helpers.start_soon(story.run)
         helpers.start_soon(self._feed_loop)

@@ -1,9 +1,9 @@
 """The scripted story: estimates over $500 are created in the simulator, and one of them is sold.
 
-Besides the simulator's random activity, the story makes sure a short
-demo shows a whole sequence: an enrollment, its first step after the
-two-day delay, a step deferred to business hours, and a stop when the
-estimate is sold before its next step.
+The story makes sure that a short demo shows a whole sequence, whatever
+the random activity does. It shows an enrollment, its first step after
+the two-day delay, a step deferred to business hours, and a stop when
+the estimate is sold before its next step.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import psycopg
 
+from rulesd.demo.activity import DemoActivity
 from rulesd.engine.clock import Clock
 from rulesd.servicetitan.simulator import Simulator
 
@@ -28,6 +29,7 @@ FIRST_ESTIMATE_AFTER = timedelta(minutes=30)  # demo time after the start
 # falls due after business hours two days later and is deferred.
 SECOND_ESTIMATE_AT = time(17, 40)
 SELL_AFTER_STEP = timedelta(hours=3)  # demo time between the first step and the sale
+MAX_CUSTOMER_TRIES = 5  # generated customers are "do not service" about 1 time in 100
 
 Announce = Callable[[str], None]
 
@@ -51,12 +53,14 @@ class Story:
     def __init__(
         self,
         sim: Simulator,
+        activity: DemoActivity,
         clock: Clock,
         database_url: str,
         zone: str,
         announce: Announce,
     ) -> None:
         self.sim = sim
+        self.activity = activity
         self.clock = clock
         self.database_url = database_url
         self.zone = ZoneInfo(zone)
@@ -74,16 +78,26 @@ class Story:
 
         step_done_at = await self._first_step_done(self.sold_id)
         await self._until(step_done_at + SELL_AFTER_STEP)
-        self.sim.apply("sell_estimate", id=self.sold_id)
+        try:
+            self.sim.apply("sell_estimate", id=self.sold_id)
+        except (ValueError, LookupError) as exc:
+            self.announce(f"the story could not sell estimate {self.sold_id}: {exc}")
+            return
         self.announce(
             f"{SOLD.customer} accepts estimate {self.sold_id} ({SOLD.name}): it is marked Sold in ServiceTitan"
         )
 
     def _create(self, story: StoryEstimate) -> int:
-        customer = self.sim.apply("create_customer", name=story.customer)
-        estimate = self.sim.apply(
-            "create_estimate", customer_id=customer["id"], subtotal=story.subtotal, name=story.name
-        )
+        # A "do not service" customer would stop the enrollment at once, so the story picks another.
+        for _ in range(MAX_CUSTOMER_TRIES):
+            customer = self.sim.apply("create_customer", name=story.customer)
+            if not customer.get("doNotService"):
+                break
+        with self.sim.lock:
+            estimate = self.sim.apply(
+                "create_estimate", customer_id=customer["id"], subtotal=story.subtotal, name=story.name
+            )
+            self.activity.protect(int(estimate["id"]))
         self.announce(
             f"{story.customer} asks for a quote: estimate {estimate['id']} ({story.name}, "
             f"${story.subtotal:,.2f} before tax) is created in ServiceTitan"

@@ -21,7 +21,8 @@ from rulesd.sync.report import SyncReport
 
 logger = logging.getLogger(__name__)
 
-SHOWN_LINES = 18  # lines of the Live view's event list
+SHOWN_EVENTS = 18  # lines of the Live view's workflow event list
+SHOWN_CHANGES = 5  # lines of the Live view's list of synced changes
 ACTION_CHARACTERS = 300  # characters of a step's action or a draft shown on one line
 STYLES = {
     "story": "bold magenta",
@@ -60,9 +61,9 @@ def describe(item: FeedItem, zone: ZoneInfo, show_actions: bool) -> list[tuple[s
     row: dict[str, Any] = item.row
     record = f"{row['entity']} {row['entity_id']}" if "entity" in row else f"enrollment {row['instance_id']}"
     if item.kind == "enrolled":
-        who = f" for {row['customer_name']}" if row["customer_name"] else ""
+        customer = f" for {row['customer_name']}" if row["customer_name"] else ""
         amount = f" ({money(row['estimate_total'])})" if row["estimate_total"] is not None else ""
-        enrolled = f"{record}{amount}{who} enrolled in {row['rule_id']}"
+        enrolled = f"{record}{amount}{customer} enrolled in {row['rule_id']}"
         if row["next_run_at"] is None:
             return [("enrolled", enrolled)]
         due = local_time(row["next_run_at"], zone)
@@ -127,7 +128,10 @@ class LiveScreen:
         self.zone = zone
         self.speed = speed
         self.console = console or Console()
-        self._lines: deque[Line] = deque(maxlen=SHOWN_LINES)
+        # Synced changes arrive every few seconds, so they get their own
+        # short list and never push enrollments and stops off the screen.
+        self._changes: deque[Line] = deque(maxlen=SHOWN_CHANGES)
+        self._events: deque[Line] = deque(maxlen=SHOWN_EVENTS)
         self._banner = ""
         self._header = ""
         self._live = Live(console=self.console, refresh_per_second=4, transient=False)
@@ -138,7 +142,7 @@ class LiveScreen:
         self._refresh()
 
     def show(self, line: Line) -> None:
-        self._lines.append(line)
+        (self._changes if line.category == "sync" else self._events).append(line)
         self._refresh()
 
     def update(self, now: datetime, totals: Totals, changes: int) -> None:
@@ -149,20 +153,24 @@ class LiveScreen:
         self._live.stop()
 
     def _refresh(self) -> None:
-        events = Table.grid(padding=(0, 1))
-        events.add_column(style="dim", no_wrap=True)
-        events.add_column(no_wrap=True)
-        events.add_column(overflow="fold")
-        for line in self._lines:
-            style = STYLES.get(line.category, "")
-            events.add_row(line.at, Text(line.category, style=style), Text(line.text))
         self._live.update(
             Group(
                 Panel(Text(self._banner), title="rulesd demo", border_style="magenta"),
                 Text(self._header, style="bold"),
-                events,
+                Panel(_grid(self._changes), title="changes from the sync", border_style="cyan"),
+                Panel(_grid(self._events), title="enrollments, steps, stops and drafts", border_style="green"),
             )
         )
+
+
+def _grid(lines: deque[Line]) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in lines:
+        grid.add_row(line.at, Text(line.category, style=STYLES.get(line.category, "")), Text(line.text))
+    return grid
 
 
 class PlainScreen:

@@ -1,0 +1,114 @@
+"""Acceptance: ``rulesd demo --exit-after`` as a user runs it, then the facts in the database it used.
+
+The demo runs as a subprocess in an empty directory, with a configuration
+file and Twilio credentials that point at a fake Twilio on 127.0.0.1: the
+demo must ignore both, so the fake must receive nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.fakes.twilio_server import TwilioServer
+
+EXIT_AFTER = 120  # real seconds: the story's stop lands about 75 s after the daemon starts at the default speed
+PROCESS_TIMEOUT = 300  # real seconds before the test gives up on the subprocess
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[TwilioServer]:
+    server = TwilioServer(lifetime=PROCESS_TIMEOUT + 60).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _write_sending_config(directory: Path, twilio: TwilioServer) -> None:
+    # A configuration that would send real messages if the demo read it.
+    (directory / "rulesd.yaml").write_text(
+        "messaging:\n"
+        "  dry_run: false\n"
+        "  quiet_hours: 'off'\n"
+        "sms:\n"
+        "  provider: twilio\n"
+        f"  base_url: {twilio.base_url}\n"
+        "  from_number: '+15005550006'\n",
+        encoding="utf-8",
+    )
+
+
+def _run_demo(directory: Path, database_url: str, twilio: TwilioServer) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ANTHROPIC_", "RULESD_"))}
+    env["TWILIO_ACCOUNT_SID"] = twilio.state.account_sid
+    env["TWILIO_AUTH_TOKEN"] = twilio.state.auth_token
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "rulesd.cli", "--database-url", database_url, "demo", "--exit-after", str(EXIT_AFTER)],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+
+
+def _scalar(conn: psycopg.Connection, query: str) -> object:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@pytest.mark.slow
+def test_demo_shows_sync_enrollment_step_and_stop(
+    tmp_path: Path, database_url: str, fake_twilio: TwilioServer
+) -> None:
+    _write_sending_config(tmp_path, fake_twilio)
+
+    result = _run_demo(tmp_path, database_url, fake_twilio)
+
+    assert result.returncode == 0, f"rulesd demo exited with {result.returncode}:\n{result.stderr[-3000:]}"
+    output = result.stdout
+    assert "Claude is not called" in output
+    assert "changes from ServiceTitan:" in output
+    assert " enrolled in estimate-follow-up" in output
+    assert "step text of estimate" in output
+    assert "action for the model: Text Dana Whitfield" in output
+    assert "stopped in estimate-follow-up: stop_if held" in output
+    assert "deferred to" in output
+    assert "nothing was sent" in result.stderr
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert _scalar(conn, "SELECT count(*) FROM st_sync_log WHERE status = 'succeeded' AND kind = 'initial'") > 0
+        assert _scalar(conn, "SELECT count(*) FROM st_sync_log WHERE status = 'succeeded' AND kind = 'incremental'") > 0
+        assert _scalar(conn, "SELECT count(*) FROM st_sync_log WHERE status <> 'succeeded'") == 0
+        assert _scalar(conn, "SELECT count(*) FROM st_customers") > 0
+        assert _scalar(conn, "SELECT count(*) FROM st_estimates") > 0
+        assert _scalar(conn, "SELECT count(*) FROM workflow_instances") > 0
+        assert _scalar(conn, "SELECT count(*) FROM workflow_step_runs WHERE status = 'done' AND dry_run") > 0
+        assert _scalar(conn, "SELECT count(*) FROM workflow_step_runs WHERE status = 'done' AND NOT dry_run") == 0
+        story_stop = conn.execute(
+            """
+            SELECT i.status, i.stop_reason, e.status
+              FROM workflow_instances i
+              JOIN st_estimates e ON e.id = i.entity_id
+              JOIN st_customers c ON c.id = e.customer_id
+             WHERE i.entity = 'estimate' AND c.name = 'Dana Whitfield'
+            """
+        ).fetchone()
+        assert story_stop is not None, "the story's estimate was never enrolled"
+        assert story_stop[0] == "stopped"
+        assert "Sold" in (story_stop[1] or "")
+        assert story_stop[2] == "Sold"
+        assert _scalar(conn, "SELECT count(*) FROM action_ledger WHERE status <> 'dry_run'") == 0
+
+    assert fake_twilio.state.requests == 0
+    assert fake_twilio.messages == []
