@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
 
+import orjson
+
 from rulesd.servicetitan.simulator import vocabulary as vocab
 from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import MICROS
@@ -23,6 +25,21 @@ _EPOCH = datetime(1970, 1, 1)  # naive UTC
 CENT = Decimal("0.01")
 # The server's JSON form: compact separators, ASCII only, as json.dumps writes it.
 JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def record_bytes(record: dict[str, Any]) -> bytes:
+    """Serialize a record as ``JSON_ENCODER`` does, with orjson's speed where possible.
+
+    orjson writes the same compact bytes for ASCII text but writes other
+    characters as UTF-8, where json.dumps writes ``\\u`` escapes, so those
+    records go through ``JSON_ENCODER``.
+    NOTE: orjson 3.13 writes a float below 1e-4 as ``0.00001`` where json.dumps
+    writes ``1e-05``. No built field holds one: coordinates and money are larger.
+    """
+    blob = orjson.dumps(record)
+    if blob.isascii():
+        return blob
+    return JSON_ENCODER.encode(record).encode()
 
 
 _DAY_MICROS = 86_400 * MICROS

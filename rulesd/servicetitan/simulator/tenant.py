@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from rulesd.servicetitan.catalog import ENTITIES, ENTITY_LIST
-from rulesd.servicetitan.simulator.build import JSON_ENCODER, build_record
+from rulesd.servicetitan.simulator.build import build_record, record_bytes
 from rulesd.servicetitan.simulator.cache import DEFAULT_CACHE_BYTES, RecordCache
 from rulesd.servicetitan.simulator.fastrandom import FastRandom
 from rulesd.servicetitan.simulator.state import MICROS, Table
@@ -227,7 +227,7 @@ class Simulator:
             table = self.tables[entity]
             blob = self.cache.get(table, index)
             if blob is None:
-                blob = JSON_ENCODER.encode(build_record(self, entity, index)).encode()
+                blob = record_bytes(build_record(self, entity, index))
                 self.cache.put(table, index, blob)
             return blob
 
