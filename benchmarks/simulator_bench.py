@@ -77,9 +77,11 @@ def serve(customers: int, port: int, export_page_size: int, timeout: float) -> N
 
     behaviours = Behaviours(export_page_size=export_page_size)
     sim = Simulator(seed=1, customers=customers, behaviours=behaviours)
-    server = SimulatorServer(sim, "127.0.0.1", port).start(timeout=timeout)
-    if server._thread is not None:
-        server._thread.join()
+    server = SimulatorServer(sim, "127.0.0.1", port).start()
+    try:
+        time.sleep(timeout)
+    finally:
+        server.stop()
 
 
 def cpu_seconds(pid: int) -> float:
