@@ -70,8 +70,8 @@ def demo(
     text reminder two demo days later, then is sold and its follow-ups stop.
 
     The demo database is emptied at the start of every run; with
-    --database-url the demo empties that database (it refuses one that
-    holds a mirror the demo did not create). Nothing is sent: the run is
+    --database-url the demo empties that database (it rejects one that
+    contains a mirror the demo did not create). Nothing is sent: the run is
     always a dry run, no SMS or e-mail provider is configured, and the
     configuration file is not read. With ANTHROPIC_API_KEY set, Claude
     drafts the messages.
@@ -87,4 +87,7 @@ def demo(
         seed=seed,
     )
     totals = run_demo(options)
+    if totals is None:
+        click.echo("demo interrupted before the daemon started; nothing was sent", err=True)
+        return
     click.echo(describe_totals(totals), err=True)

@@ -29,8 +29,10 @@ from rulesd.demo.database import open_demo_database, record_events_in_demo_time,
 from rulesd.demo.feed import Feed, Totals, count_totals, local_time
 from rulesd.demo.settings import BUSINESS_TIMEZONE, demo_settings, demo_start
 from rulesd.demo.story import Story
+from rulesd.db.server import DatabaseServer
 from rulesd.demo.view import Line, Screen, describe, describe_sync, make_screen
 from rulesd.engine.clock import ScaledClock
+from rulesd.engine.ruleset import load_rule_set
 from rulesd.engine.executor import RecordingExecutor, StepExecutor
 from rulesd.errors import RulesdError
 from rulesd.servicetitan.simulator import Simulator, serve_simulator
@@ -67,14 +69,23 @@ class DemoOptions:
     log_file: Path = Path(".rulesd/demo.log")
 
 
-def run_demo(options: DemoOptions) -> Totals:
-    """Run the demo until interrupted or ``exit_after``; return the final totals."""
+def run_demo(options: DemoOptions) -> Totals | None:
+    """Run the demo until interrupted or ``exit_after``; return the final totals.
+
+    Return None when Ctrl-C arrives before the daemon starts (during the
+    database set-up or the initial sync); the demo then stops what it
+    started and returns normally.
+    """
     console = Console(stderr=True)
     _configure_logging(options.log_file)
     console.print(f"[bold]rulesd demo[/bold]: detailed log in {options.log_file}")
 
-    server = open_demo_database(options.database_url, options.data_dir)
+    # Check the rules first, so a rule error shows before a minute of set-up.
+    load_rule_set([options.rules_dir])
+
+    server: DatabaseServer | None = None
     try:
+        server = open_demo_database(options.database_url, options.data_dir)
         console.print("emptying the demo database and applying migrations…")
         reset_database(server.url)
         # The demo runs its own activity, started once the daemon is ready.
@@ -83,8 +94,13 @@ def run_demo(options: DemoOptions) -> Totals:
         with serve_simulator(sim, timeout=None) as simulator:
             settings = demo_settings(server.url, simulator, options.rules_dir, options.speed)
             return anyio.run(_Demo(options, settings, sim).run, backend="asyncio")
+    except KeyboardInterrupt:
+        # Once the daemon runs, the demo's own signal handler takes Ctrl-C.
+        logger.info("interrupted before the daemon started", extra={"event": "demo_interrupted"})
+        return None
     finally:
-        server.close()
+        if server is not None:
+            server.close()
 
 
 def _configure_logging(log_file: Path) -> None:
@@ -139,6 +155,10 @@ class _Demo:
                     helpers.cancel_scope.cancel()
                 daemon.stop()
             await anyio.to_thread.run_sync(self._poll_once)
+        except BaseExceptionGroup as group:
+            # The CLI reports a RulesdError (a rule that fails to load, a
+            # database that went away) as one line; a task group wraps it.
+            raise _first_rulesd_error(group) or group
         finally:
             self.activity.stop()
             self.screen.stop()
@@ -242,6 +262,17 @@ class _Demo:
         at = local_time(self.clock.now(), self.zone) if self.clock is not None else ""
         self.screen.show(Line(at, category, text))
         logger.info("demo %s: %s", category, text, extra={"event": "demo_line", "category": category})
+
+
+def _first_rulesd_error(group: BaseExceptionGroup) -> RulesdError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, RulesdError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_rulesd_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def describe_totals(totals: Totals) -> str:

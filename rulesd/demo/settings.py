@@ -47,12 +47,19 @@ def demo_start(now: datetime, zone_name: str = BUSINESS_TIMEZONE) -> datetime:
 
 
 def shipped_rules() -> Path:
-    """Return the rules directory that ships with rulesd (``rules/`` of the checkout)."""
+    """Return the rules that ship with rulesd: ``rules/`` beside the package, else ``./rules``.
+
+    An editable install or a checkout finds ``rules/`` beside the package.
+    A wheel does not carry it, so a user who installed from a clone and
+    runs the demo from the clone's directory gets ``./rules``.
+    """
     try:
         return data_dir("rules")
     except FileNotFoundError as exc:
+        if Path("rules").is_dir():
+            return Path("rules")
         raise ConfigError(
-            "the demo rules directory (rules/) was not found beside the rulesd package",
+            "the demo rules directory (rules/) was not found beside the rulesd package or in the current directory",
             hint="run rulesd demo from a checkout of rulesd, or give a rule directory with --rules",
         ) from exc
 

@@ -1,8 +1,9 @@
 """Acceptance: ``rulesd demo --exit-after`` as a user runs it, then the facts in the database it used.
 
 The demo runs as a subprocess in an empty directory, with a configuration
-file and Twilio credentials that point at a fake Twilio on 127.0.0.1: the
-demo must ignore both, so the fake must receive nothing.
+file and Twilio credentials that point at a fake Twilio on 127.0.0.1. The
+demo must ignore both, so the fake must receive nothing. With a model key,
+the model is a fake Anthropic server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from tests.fakes.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.fakes.twilio_server import TwilioServer
 
 EXIT_AFTER = 120  # real seconds: the story's stop lands about 75 s after the daemon starts at the default speed
+MODEL_EXIT_AFTER = 100  # real seconds: the story's first step runs about 60 s after the daemon starts
+DRAFT = "Hi Dana, any questions about your furnace estimate? Prairie Comfort"
 PROCESS_TIMEOUT = 300  # real seconds before the test gives up on the subprocess
 
 
@@ -45,13 +50,40 @@ def _write_sending_config(directory: Path, twilio: TwilioServer) -> None:
     )
 
 
-def _run_demo(directory: Path, database_url: str, twilio: TwilioServer) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def fake_anthropic() -> Iterator[AnthropicServer]:
+    server = AnthropicServer(lifetime=PROCESS_TIMEOUT + 60).start()
+    server.set_default(_draft_one_sms)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _draft_one_sms(body: dict[str, Any]) -> Reply:
+    last = body["messages"][-1]["content"]
+    if any(isinstance(block, dict) and block.get("type") == "tool_result" for block in last):
+        return text("Drafted the reminder.")
+    return tool_use("send_sms", {"body": DRAFT})
+
+
+def _run_demo(
+    directory: Path,
+    database_url: str,
+    twilio: TwilioServer,
+    *,
+    exit_after: int = EXIT_AFTER,
+    model_url: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("ANTHROPIC_", "RULESD_"))}
     env["TWILIO_ACCOUNT_SID"] = twilio.state.account_sid
     env["TWILIO_AUTH_TOKEN"] = twilio.state.auth_token
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+    if model_url is not None:
+        env["ANTHROPIC_API_KEY"] = "test-key"
+        env["ANTHROPIC_BASE_URL"] = model_url
     return subprocess.run(
-        [sys.executable, "-m", "rulesd.cli", "--database-url", database_url, "demo", "--exit-after", str(EXIT_AFTER)],
+        [sys.executable, "-m", "rulesd.cli", "--database-url", database_url, "demo", "--exit-after", str(exit_after)],
         cwd=directory,
         env=env,
         capture_output=True,
@@ -108,7 +140,38 @@ def test_demo_shows_sync_enrollment_step_and_stop(
         assert story_stop[0] == "stopped"
         assert "Sold" in (story_stop[1] or "")
         assert story_stop[2] == "Sold"
-        assert _scalar(conn, "SELECT count(*) FROM action_ledger WHERE status <> 'dry_run'") == 0
+        assert _scalar(conn, "SELECT count(*) FROM action_ledger") == 0
 
     assert fake_twilio.state.requests == 0
     assert fake_twilio.messages == []
+
+
+@pytest.mark.slow
+def test_demo_drafts_with_model_key(
+    tmp_path: Path, database_url: str, fake_twilio: TwilioServer, fake_anthropic: AnthropicServer
+) -> None:
+    _write_sending_config(tmp_path, fake_twilio)
+
+    result = _run_demo(
+        tmp_path, database_url, fake_twilio, exit_after=MODEL_EXIT_AFTER, model_url=fake_anthropic.base_url
+    )
+
+    assert result.returncode == 0, f"rulesd demo exited with {result.returncode}:\n{result.stderr[-3000:]}"
+    output = result.stdout
+    assert "Claude drafts each message" in output
+    assert "Claude is not called" not in output
+    assert f"(dry_run, not sent): {DRAFT}" in output
+    assert "action for the model:" not in output
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert _scalar(conn, "SELECT count(*) FROM action_ledger WHERE status = 'dry_run'") > 0
+        # A guard may reject a draft (an opted-out number), but no row may show a send.
+        sent = conn.execute(
+            "SELECT id, status, provider, provider_id FROM action_ledger "
+            "WHERE status = 'sent' OR sent_at IS NOT NULL OR provider_id IS NOT NULL"
+        ).fetchall()
+        assert sent == []
+
+    assert len(fake_anthropic.requests) > 0
+    assert fake_anthropic.problems == []
+    assert fake_twilio.state.requests == 0
