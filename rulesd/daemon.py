@@ -9,7 +9,6 @@ scheduler holds an advisory lock so only one of them syncs.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
@@ -147,8 +146,7 @@ class Daemon:
                 group.start_soon(self._guarded, "heartbeat", self._heartbeat_loop)
                 if self.options.sync:
                     scheduler = find_sync_scheduler()
-                    if scheduler is not None:
-                        group.start_soon(self._guarded, "sync scheduler", lambda: self._run_scheduler(scheduler))
+                    group.start_soon(self._guarded, "sync scheduler", lambda: self._run_scheduler(scheduler))
                 logger.info(
                     "rulesd daemon %s started with %s rule(s)%s",
                     self.owner, len(self.rules.current.rules), " in dry-run mode" if self.options.dry_run else "",
@@ -279,14 +277,8 @@ class Daemon:
 
     async def _run_scheduler(self, scheduler: Callable[..., Awaitable[None]]) -> None:
         assert self._stop_event is not None
-        kwargs: dict[str, Any] = {}
-        parameters = inspect.signature(scheduler).parameters
-        if "clock" in parameters:
-            kwargs["clock"] = self.clock
-        if "stop_event" in parameters:
-            kwargs["stop_event"] = self._stop_event
         try:
-            await scheduler(self.settings, self.database_url, **kwargs)
+            await scheduler(self.settings, self.database_url, clock=self.clock, stop_event=self._stop_event)
         except RulesdError as exc:
             # Without sync the mirror goes stale, but enrollments and due
             # steps still need the engine, so the daemon keeps running.
@@ -344,29 +336,26 @@ class Daemon:
 
 
 def build_executor(settings: Settings, database_url: str, dry_run: bool) -> StepExecutor:
-    """Return the agent's executor when ``rulesd.agent`` provides one, else the recording executor."""
-    try:
-        from rulesd.agent import build_executor as build_agent_executor  # type: ignore[attr-defined]
-    except ImportError:
+    """Return the Claude executor, or the recording executor when no Anthropic API key is set.
+
+    Without a key no model can draft a message, so nothing can be sent: the
+    daemon still enrolls, runs and stops workflows, and each step records
+    the action text it would have given the model.
+    """
+    if not settings.agent.api_key:
         logger.warning(
-            "no agent executor is installed; steps are recorded and nothing is sent",
+            "ANTHROPIC_API_KEY is not set: steps record their action text, no model is called and nothing is sent",
             extra={"event": "recording_executor"},
         )
         return RecordingExecutor()
+    from rulesd.agent import build_executor as build_agent_executor
+
     executor: StepExecutor = build_agent_executor(settings, database_url, dry_run=dry_run)
     return executor
 
 
-def find_sync_scheduler() -> Callable[..., Awaitable[None]] | None:
-    """Return the sync scheduler's entry point, or None when the sync package has none yet."""
-    try:
-        from rulesd.sync import scheduler as module  # type: ignore[attr-defined]
-    except ImportError:
-        logger.warning("the sync scheduler is not available; the daemon does not sync", extra={"event": "sync_missing"})
-        return None
-    for name in ("run_scheduler", "run", "scheduler"):
-        candidate = getattr(module, name, None)
-        if callable(candidate) and inspect.iscoroutinefunction(candidate):
-            return candidate  # type: ignore[no-any-return]
-    logger.warning("rulesd.sync.scheduler has no async entry point; the daemon does not sync", extra={"event": "sync_missing"})
-    return None
+def find_sync_scheduler() -> Callable[..., Awaitable[None]]:
+    """Return the sync scheduler's entry point."""
+    from rulesd.sync.scheduler import run_scheduler
+
+    return run_scheduler
