@@ -122,21 +122,24 @@ def resolve(contacts: list[Contact], channel: Channel, to: str | None) -> Resolu
     if not matches:
         return Resolution(None, f"{wanted} is not a {kind} of this customer or location; "
                           "messages may only go to the customer's own contacts")
-    if channel == "sms" and all(c.do_not_text for c in matches):
+    # One contact row that opts out is enough, even when another row lists the same address
+    # without the flag: the person behind the address asked once.
+    if channel == "sms" and any(c.do_not_text for c in matches):
         return Resolution(None, f"{wanted} is marked do-not-text in ServiceTitan")
-    if channel == "email" and not any(email_allowed(c) for c in matches):
+    if channel == "email" and not all(email_allowed(c) for c in matches):
         return Resolution(None, f"{wanted} has e-mail preferences turned off in ServiceTitan")
-    allowed = [c for c in matches if (not c.do_not_text if channel == "sms" else email_allowed(c))]
-    return Resolution(allowed[0])
+    return Resolution(matches[0])
 
 
 def _preferred(usable: list[Contact], channel: Channel) -> Resolution:
     if channel == "sms":
-        mobiles = [c for c in usable if c.type == "MobilePhone" and not c.do_not_text]
+        opted_out = {c.address for c in usable if c.do_not_text}
+        mobiles = [c for c in usable if c.type == "MobilePhone" and c.address not in opted_out]
         if mobiles:
             return Resolution(mobiles[0])
         return Resolution(None, "the customer has no mobile number that allows texts")
-    emails = [c for c in usable if email_allowed(c)]
+    opted_out = {c.address for c in usable if not email_allowed(c)}
+    emails = [c for c in usable if c.address not in opted_out]
     if emails:
         return Resolution(emails[0])
     return Resolution(None, "the customer has no e-mail address whose preferences allow messages")

@@ -24,7 +24,7 @@ from rulesd.agent.caps import check_cap
 from rulesd.agent.prompt import CACHE_CONTROL
 from rulesd.agent.providers import EmailProvider, SmsProvider
 from rulesd.agent.quiet_hours import QuietHours
-from rulesd.agent.recipients import Contact, resolve
+from rulesd.agent.recipients import Contact, load_contacts, resolve
 from rulesd.agent.suppressions import add_suppression, is_suppressed
 from rulesd.config import MessagingSettings
 from rulesd.engine.executor import StepRequest
@@ -179,7 +179,10 @@ class ToolBox:
             return ToolResult(f"a {channel} message was already sent in this step; only one is allowed",
                               is_error=True)
 
-        resolution = resolve(self.contacts, channel, to if isinstance(to, str) else None)
+        # The contacts are read again, not taken from the prompt's copy: a contact can turn
+        # inactive or opt out while the model is still writing the message.
+        contacts = await load_contacts(self.conn, self.request.customer_id, self.request.location_id)
+        resolution = resolve(contacts, channel, to if isinstance(to, str) else None)
         if resolution.contact is None or resolution.contact.address is None:
             displayed = normalize_address(channel, to) if isinstance(to, str) else None
             return await self._reject(channel, displayed or (to if isinstance(to, str) and to else "(preferred)"),
