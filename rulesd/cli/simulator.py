@@ -38,6 +38,9 @@ def simulator() -> None:
 @click.option("--app-key", default="ak1.simulator", show_default=True)
 @click.option("--rate-limit", type=float, default=None,
               help="Respond with 429 above this many requests per second. Default: no limit.")
+@click.option("--warm", is_flag=True,
+              help="Serialize every record before serving, so the first full sync is not slowed by "
+              "record building (a medium tenant takes about a minute of CPU and 1 GB).")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -52,6 +55,7 @@ def serve(
     client_secret: str,
     app_key: str,
     rate_limit: float | None,
+    warm: bool,
 ) -> None:
     """Serve a generated ServiceTitan tenant over HTTP until interrupted."""
     if customers is not None and scale is not None:
@@ -63,6 +67,8 @@ def serve(
     started = time.monotonic()
     sim = Simulator(seed=seed, customers=count, tenant_id=tenant_id, activity=activity)
     total = sum(sim.counts().values())
+    if warm:
+        sim.warm_cache()
     server = SimulatorServer(
         sim, host, port, client_id=client_id, client_secret=client_secret, app_key=app_key
     )
