@@ -72,15 +72,15 @@ class DemoOptions:
 def run_demo(options: DemoOptions) -> Totals | None:
     """Run the demo until interrupted or ``exit_after``; return the final totals.
 
-    Return None when Ctrl-C arrives before the daemon starts (during the
-    database set-up or the initial sync); the demo then stops what it
+    Return None when Ctrl-C arrives during the database set-up or the
+    initial sync, before the daemon starts. The demo then stops what it
     started and returns normally.
     """
     console = Console(stderr=True)
     _configure_logging(options.log_file)
     console.print(f"[bold]rulesd demo[/bold]: detailed log in {options.log_file}")
 
-    # Check the rules first, so a rule error shows before a minute of set-up.
+    # Check the rules first, so a rule error shows before the database and the initial sync start.
     load_rule_set([options.rules_dir])
 
     server: DatabaseServer | None = None

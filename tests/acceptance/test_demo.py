@@ -22,7 +22,7 @@ from tests.fakes.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.fakes.twilio_server import TwilioServer
 
 EXIT_AFTER = 120  # real seconds: the story's stop lands about 75 s after the daemon starts at the default speed
-MODEL_EXIT_AFTER = 100  # real seconds: the story's first step runs about 60 s after the daemon starts
+MODEL_EXIT_AFTER = 100  # real seconds: the story's first step runs about 65 s after the daemon starts
 DRAFT = "Hi Dana, any questions about your furnace estimate? Prairie Comfort"
 PROCESS_TIMEOUT = 300  # real seconds before the test gives up on the subprocess
 
