@@ -211,14 +211,19 @@ def compile_condition(source: str, scope: Scope) -> tuple[CompiledCondition | No
     Returns the compiled condition (None when any error was found) and every
     problem found, errors and warnings.
     """
-    tree, problems = parse_condition(source)
-    if tree is None:
-        return None, problems
-    compiler = _Compiler(scope)
     try:
-        node = compiler.compile(tree)
-    except _CompileError:
-        node = None
+        tree, problems = parse_condition(source)
+        if tree is None:
+            return None, problems
+        compiler = _Compiler(scope)
+        try:
+            node = compiler.compile(tree)
+        except _CompileError:
+            node = None
+    except RecursionError:
+        # The compiler recurses once per operator, so thousands of nested `not` or parentheses exhaust the stack.
+        return None, [Problem(0, "the condition is nested too deeply; split it or remove repeated 'not' and "
+                                 "parentheses", code="condition-syntax")]
     problems = compiler.problems
     if node is not None and node.kind not in ("boolean", "null"):
         problems.append(Problem(0, f"a condition must be true or false, but this is a {_kind_name(node.kind)}"))
@@ -392,6 +397,8 @@ class _Compiler:
             value = parse_duration(text)
         except ValueError as exc:
             raise self.fail(_offset(tree), str(exc), code="bad-duration") from None
+        except OverflowError:
+            raise self.fail(_offset(tree), f"invalid duration {text!r}: too large", code="bad-duration") from None
         return self._constant(tree, "duration", value)
 
     def _compile_true(self, tree: Tree[Any]) -> _Node:

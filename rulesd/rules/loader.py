@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 RULE_SUFFIXES = (".yaml", ".yml")
 SCENARIO_SUFFIXES = (".test.yaml", ".test.yml")
 DEFAULT_MAX_AGE = timedelta(days=1)
+# Longest `after` or `max_age`. A due time past year 9999 cannot be read back into a Python datetime.
+MAX_DURATION = timedelta(days=3653)
 
 # Phrases in a step's ``do`` text that ask for a tool. They are deliberately
 # narrow ("text the customer", not the noun "text") to avoid false alarms.
@@ -329,11 +331,19 @@ class _RuleBuilder:
     def _duration(self, key_path: KeyPath, default: timedelta) -> timedelta:
         if not self.usable(key_path):
             return default
+        text = str(self.get(key_path))
         try:
-            return parse_duration(str(self.get(key_path)))
+            value = parse_duration(text)
         except ValueError as exc:
             self.source.report(key_path, f"{describe_path(key_path)}: {exc}", code="bad-duration")
             return default
+        except OverflowError:
+            value = MAX_DURATION + timedelta(seconds=1)
+        if value > MAX_DURATION:
+            self.source.report(key_path, f"{describe_path(key_path)}: invalid duration {text!r}: "
+                               f"the maximum is {MAX_DURATION.days}d (10 years)", code="bad-duration")
+            return default
+        return value
 
     def _window(self, key_path: KeyPath) -> DailyWindow | None:
         if not self.usable(key_path):

@@ -158,14 +158,38 @@ def read_yaml(source: SourceFile) -> Any:
     except yaml.YAMLError as exc:
         source.report_at(0, 0, f"invalid YAML: {exc}", code="yaml-syntax")
         return None
+    except RecursionError:
+        source.report_at(0, 0, "invalid YAML: nested too deeply; a rule file needs only a few levels",
+                         code="yaml-syntax")
+        return None
     if node is None:
         source.report_at(0, 0, "empty rule file: a rule file must contain one rule mapping", code="schema")
         return None
-    return _build(node, (), source)
+    try:
+        return _build(node, (), source)
+    except RecursionError:
+        source.report_at(0, 0, "invalid YAML: nested too deeply; a rule file needs only a few levels",
+                         code="yaml-syntax")
+        return None
 
 
-def _build(node: yaml.Node, key_path: KeyPath, source: SourceFile, key: yaml.Node | None = None) -> Any:
+def _build(
+    node: yaml.Node,
+    key_path: KeyPath,
+    source: SourceFile,
+    key: yaml.Node | None = None,
+    enclosing: frozenset[int] = frozenset(),
+) -> Any:
+    """Build plain data from ``node``; ``enclosing`` contains the ids of the collections around it."""
     source.nodes[key_path] = Located(node, key)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in enclosing:
+            # An alias to a collection that contains it (`a: &a [*a]`) would never end.
+            line, column = node.start_mark.line, node.start_mark.column
+            source.report_at(line, column, "invalid YAML: an alias refers to a collection that contains it",
+                             code="yaml-syntax")
+            return None
+        enclosing = enclosing | {id(node)}
     if isinstance(node, yaml.MappingNode):
         data: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -178,10 +202,10 @@ def _build(node: yaml.Node, key_path: KeyPath, source: SourceFile, key: yaml.Nod
                 line, column = key_node.start_mark.line, key_node.start_mark.column
                 source.report_at(line, column, f"duplicate key '{name}'", code="duplicate-key")
                 continue
-            data[name] = _build(value_node, key_path + (name,), source, key_node)
+            data[name] = _build(value_node, key_path + (name,), source, key_node, enclosing)
         return data
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, key_path + (index,), source) for index, item in enumerate(node.value)]
+        return [_build(item, key_path + (index,), source, None, enclosing) for index, item in enumerate(node.value)]
     return _scalar(node, source)
 
 
