@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -200,13 +202,22 @@ class ServiceTitanClient:
             body = await self._get_json(url, params, envelope=("data", "hasMore", "continueFrom"))
             page = ExportPage(
                 records=body["data"],
-                continue_from=str(body["continueFrom"]),
-                has_more=bool(body["hasMore"]),
+                continue_from="" if body["continueFrom"] is None else str(body["continueFrom"]),
+                has_more=body["hasMore"],
             )
             self.stats.records += len(page.records)
             yield page
             if not page.has_more:
                 return
+            if not page.continue_from or page.continue_from == token:
+                # Asking again with the same (or no) token would read the same pages forever.
+                raise ServiceTitanError(
+                    f"the {entity.name} export feed returned hasMore true without a new "
+                    f"continueFrom token (got {page.continue_from!r} after {token!r})",
+                    endpoint=httpx.URL(url).path,
+                    hint="the next sync run starts again from the saved position; "
+                    "report the trace to ServiceTitan if it repeats",
+                )
             token = page.continue_from
 
     async def iter_list(
@@ -269,8 +280,8 @@ class ServiceTitanClient:
             page = ListPage(
                 records=body["data"],
                 page=number,
-                has_more=bool(body["hasMore"]),
-                total_count=int(total) if isinstance(total, int) else None,
+                has_more=body["hasMore"],
+                total_count=total if isinstance(total, int) and not isinstance(total, bool) else None,
             )
             self.stats.records += len(page.records)
             yield page
@@ -443,7 +454,7 @@ class _Unauthorized(Exception):
 
 
 def _decode_body(response: httpx.Response, envelope: tuple[str, ...]) -> Any:
-    """Parse a 200 body; a cut or non-JSON body, or a missing envelope key, is retryable."""
+    """Parse a 200 body; a cut or non-JSON body or a malformed paging envelope is retryable."""
     try:
         body = json.loads(response.content)
     except ValueError as exc:
@@ -457,6 +468,14 @@ def _decode_body(response: httpx.Response, envelope: tuple[str, ...]) -> Any:
             raise _RetryableFailure("response body lacks the paging envelope", status=200)
         if not isinstance(body["data"], list):
             raise _RetryableFailure("response body 'data' is not a list", status=200)
+        # bool("false") is True, so a string here would page on forever.
+        if not isinstance(body["hasMore"], bool):
+            raise _RetryableFailure(f"response body 'hasMore' is not a boolean: {body['hasMore']!r:.40}",
+                                    status=200)
+        for index, record in enumerate(body["data"]):
+            if not isinstance(record, dict):
+                raise _RetryableFailure(f"response body 'data' item {index} is not an object: {record!r:.40}",
+                                        status=200)
     return body
 
 
@@ -476,15 +495,19 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # float() also reads "nan", and asyncio.sleep(nan) never wakes up. "inf" is capped later.
+        return None if math.isnan(seconds) else seconds
     try:
-        from email.utils import parsedate_to_datetime
-
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        # RFC 5322's "-0000" zone comes back naive; HTTP dates are always GMT.
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 

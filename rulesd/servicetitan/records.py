@@ -13,6 +13,9 @@ from rulesd.servicetitan.catalog import Column, Entity
 
 logger = logging.getLogger(__name__)
 
+MONEY_MAX_DIGITS = 15  # digits before the decimal point; no invoice reaches a quadrillion
+BIGINT_RANGE = range(-(2**63), 2**63)  # Postgres bigint
+
 # ServiceTitan sends up to 7 fractional digits (.NET ticks), which
 # ``datetime.fromisoformat`` rejects; the 7th digit is dropped.
 _DATETIME = re.compile(
@@ -54,9 +57,10 @@ def parse_datetime(value: Any) -> datetime | None:
         text += offset
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
+        # An offset can push .NET's DateTime.MinValue or MaxValue (year 1 or 9999) out of range.
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"invalid timestamp {value!r}: {exc}") from exc
-    return parsed.astimezone(timezone.utc)
 
 
 def parse_money(value: Any) -> Decimal | None:
@@ -84,6 +88,9 @@ def parse_money(value: Any) -> Decimal | None:
             ) from None
         if not amount.is_finite():
             raise ValueError(f"invalid amount {value!r}: not a finite number")
+        if amount and amount.adjusted() > MONEY_MAX_DIGITS:
+            # Postgres numeric overflows near 10**131072, and one such value fails the whole COPY batch.
+            raise ValueError(f"invalid amount {value!r}: more than {MONEY_MAX_DIGITS} digits before the point")
         return amount
     raise ValueError(f"invalid amount {value!r}: expected a number or a numeric string")
 
@@ -107,13 +114,18 @@ def convert_value(column: Column, value: Any) -> Any:
     if column.type in ("bigint", "integer"):
         if isinstance(value, bool):
             raise ValueError(f"invalid integer {value!r}")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"invalid integer {value!r}")
+            number = value
+        elif isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
+            number = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        if number is None:
+            raise ValueError(f"invalid integer {value!r}")
+        if number not in BIGINT_RANGE:
+            raise ValueError(f"invalid integer {value!r}: out of the 64-bit range")
+        return number
     if column.type == "numeric":
         return parse_money(value)
     if column.type == "boolean":
@@ -139,6 +151,8 @@ def extract_columns(entity: Entity, record: dict[str, Any]) -> dict[str, Any]:
     because the whole record is still kept in ``raw`` and one odd field must
     not stop a sync. A record without an integer ``id`` raises ``ValueError``.
     """
+    if not isinstance(record, dict):
+        raise ValueError(f"{entity.name} record is not a JSON object: {record!r:.60}")
     values: dict[str, Any] = {}
     for column in entity.writable_columns:
         assert column.source is not None

@@ -1,0 +1,202 @@
+"""The client against a scripted HTTP server on 127.0.0.1 that sends malformed pages and odd headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Coroutine, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+import pytest
+
+from rulesd.config import ServiceTitanSettings
+from rulesd.errors import ServiceTitanError, TransientAPIError
+from rulesd.servicetitan.catalog import ENTITIES
+from rulesd.servicetitan.client import ServiceTitanClient
+from rulesd.servicetitan.records import convert_value, extract_columns, parse_datetime, parse_money
+
+T = TypeVar("T")
+SECRET = "s3cret-client-secret"
+APP_KEY = "app-key-do-not-log"
+TOKEN = "bearer-token-do-not-log"
+
+# One scripted reply: status, headers and body (bytes, or any value sent as JSON).
+Reply = tuple[int, dict[str, str], Any]
+
+
+class ScriptedServer:
+    """Serve a token on POST, and ``replies`` in order on GET (the last one repeats)."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = replies
+        self.api_requests: list[str] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.timer = threading.Timer(60, self.httpd.shutdown)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self._send(200, {}, {"access_token": TOKEN, "expires_in": 900})
+
+            def do_GET(self) -> None:
+                server.api_requests.append(self.path)
+                index = min(len(server.api_requests), len(server.replies)) - 1
+                self._send(*server.replies[index])
+
+            def _send(self, status: int, headers: dict[str, str], body: Any) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"content-type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.timer.cancel()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=30))
+
+
+def settings_for(server: ScriptedServer, *, max_retries: int = 1) -> ServiceTitanSettings:
+    return ServiceTitanSettings(
+        environment="custom", tenant_id=7, client_id="cid", client_secret=SECRET, app_key=APP_KEY,
+        auth_url=server.url, api_url=server.url, page_delay=timedelta(0), max_retries=max_retries,
+        rate_limit=0,
+    )
+
+
+async def export_pages(settings: ServiceTitanSettings, limit: int = 20) -> list[Any]:
+    pages = []
+    async with ServiceTitanClient(settings, backoff_base=0.01, backoff_cap=0.02) as client:
+        async for page in client.iter_export(ENTITIES["customer"]):
+            pages.append(page)
+            if len(pages) >= limit:
+                break
+    return pages
+
+
+async def list_pages(settings: ServiceTitanSettings, limit: int = 20) -> list[Any]:
+    pages = []
+    async with ServiceTitanClient(settings, backoff_base=0.01, backoff_cap=0.02) as client:
+        async for page in client.iter_list(ENTITIES["invoice"]):
+            pages.append(page)
+            if len(pages) >= limit:
+                break
+    return pages
+
+
+def export_body(continue_from: Any, has_more: Any, data: Any = None) -> dict[str, Any]:
+    return {"data": [{"id": 1}] if data is None else data, "continueFrom": continue_from, "hasMore": has_more}
+
+
+@pytest.mark.parametrize("continue_from", [None, "", "same-token"])
+def test_export_without_new_token_stops(continue_from: Any) -> None:
+    replies: list[Reply] = [(200, {}, export_body("same-token", True)), (200, {}, export_body(continue_from, True))]
+
+    with ScriptedServer(replies) as server, pytest.raises(ServiceTitanError) as raised:
+        run(export_pages(settings_for(server)))
+
+    assert "without a new continueFrom" in raised.value.message
+    assert len(server.api_requests) == 2
+
+
+@pytest.mark.parametrize("has_more", ["false", 0, None])
+def test_export_has_more_not_boolean(has_more: Any) -> None:
+    with ScriptedServer([(200, {}, export_body("t1", has_more))]) as server, pytest.raises(TransientAPIError) as raised:
+        run(export_pages(settings_for(server)))
+
+    assert "'hasMore' is not a boolean" in raised.value.message
+    assert len(server.api_requests) == 2
+
+
+@pytest.mark.parametrize("data", [[1, 2], [None], [[{"id": 1}]]])
+def test_list_record_not_an_object(data: Any) -> None:
+    body = {"data": data, "hasMore": False, "page": 1, "pageSize": 50}
+
+    with ScriptedServer([(200, {}, body)]) as server, pytest.raises(TransientAPIError) as raised:
+        run(list_pages(settings_for(server)))
+
+    assert "item 0 is not an object" in raised.value.message
+
+
+@pytest.mark.parametrize("retry_after", ["nan", "Wed, 21 Oct 2015 07:28:00 -0000", "-5", ""])
+def test_retry_after_odd_values(retry_after: str) -> None:
+    replies: list[Reply] = [
+        (429, {"retry-after": retry_after}, {"title": "Too many requests"}),
+        (200, {}, {"data": [{"id": 1}], "hasMore": False}),
+    ]
+
+    with ScriptedServer(replies) as server:
+        pages = run(list_pages(settings_for(server)))
+
+    assert [page.records for page in pages] == [[{"id": 1}]]
+    assert len(server.api_requests) == 2
+
+
+def test_html_body_names_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    html = b"<html><body>Service Unavailable</body></html>"
+    caplog.set_level(logging.DEBUG)
+
+    with ScriptedServer([(200, {"content-type": "text/html"}, html)]) as server, \
+            pytest.raises(TransientAPIError) as raised:
+        run(list_pages(settings_for(server, max_retries=2)))
+
+    assert "invalid JSON body" in raised.value.message
+    assert len(server.api_requests) == 3
+    for text in [str(raised.value), raised.value.message, str(raised.value.hint), caplog.text]:
+        assert SECRET not in text
+        assert APP_KEY not in text
+        assert TOKEN not in text
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_parse_datetime_out_of_range_offset(value: str) -> None:
+    with pytest.raises(ValueError, match="invalid timestamp"):
+        parse_datetime(value)
+
+
+def test_parse_money_forms() -> None:
+    assert str(parse_money("1,234.50")) == "1234.50"
+    assert parse_money("") is None
+    assert parse_money(None) is None
+    with pytest.raises(ValueError, match="digits before the point"):
+        parse_money("1e999999999")
+
+
+def test_convert_value_integer_out_of_range() -> None:
+    column = next(column for column in ENTITIES["invoice"].writable_columns if column.name == "id")
+
+    with pytest.raises(ValueError, match="64-bit"):
+        convert_value(column, 2**64)
+
+
+def test_extract_columns_non_object_record() -> None:
+    with pytest.raises(ValueError, match="not a JSON object"):
+        extract_columns(ENTITIES["invoice"], [1, 2])  # type: ignore[arg-type]
