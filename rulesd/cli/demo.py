@@ -28,7 +28,7 @@ pass_context = click.make_pass_decorator(CliContext)
     type=click.FloatRange(min=1.0),
     default=None,
     metavar="SECONDS",
-    help="Stop cleanly after this many real seconds (exit status 0). Default: run until Ctrl-C.",
+    help="Stop cleanly this many real seconds after the command starts (exit status 0). Default: run until Ctrl-C.",
 )
 @click.option(
     "--rules",

@@ -21,7 +21,7 @@ ItemKind = Literal["enrolled", "step", "finished", "drafted"]
 MAX_ROWS = 200  # rows read per table and poll
 
 ENROLLMENTS = """
-SELECT i.id, i.rule_id, i.entity, i.entity_id, i.current_step, i.next_run_at,
+SELECT i.id, i.enrolled_at AS at, i.rule_id, i.entity, i.entity_id, i.current_step, i.next_run_at,
        c.name AS customer_name, e.total AS estimate_total
   FROM workflow_instances i
   LEFT JOIN st_customers c ON c.id = i.customer_id
@@ -32,7 +32,8 @@ SELECT i.id, i.rule_id, i.entity, i.entity_id, i.current_step, i.next_run_at,
 """
 
 STEP_RUNS = """
-SELECT r.id, r.instance_id, r.rule_id, r.step, r.status, r.action, r.detail, r.defer_until,
+SELECT r.id, coalesce(r.finished_at, r.started_at) AS at, r.instance_id, r.rule_id, r.step, r.status,
+       r.action, r.detail, r.defer_until,
        i.entity, i.entity_id
   FROM workflow_step_runs r
   JOIN workflow_instances i ON i.id = r.instance_id
@@ -42,7 +43,7 @@ SELECT r.id, r.instance_id, r.rule_id, r.step, r.status, r.action, r.detail, r.d
 """
 
 FINISHED = """
-SELECT id, rule_id, entity, entity_id, status, current_step, stop_reason, error
+SELECT id, finished_at AS at, rule_id, entity, entity_id, status, current_step, stop_reason, error
   FROM workflow_instances
  WHERE status <> 'active' AND NOT (id = ANY(%(seen)s))
  ORDER BY finished_at NULLS LAST, id
@@ -50,7 +51,7 @@ SELECT id, rule_id, entity, entity_id, status, current_step, stop_reason, error
 """
 
 DRAFTS = """
-SELECT id, instance_id, rule_id, step_name, channel, recipient, status, subject, body
+SELECT id, created_at AS at, instance_id, rule_id, step_name, channel, recipient, status, subject, body
   FROM action_ledger
  WHERE id > %(after)s
  ORDER BY id
@@ -64,6 +65,12 @@ class FeedItem:
 
     kind: ItemKind
     row: dict[str, Any]
+
+    @property
+    def at(self) -> datetime | None:
+        """Demo time at which the engine stored it: the engine writes its clock's time."""
+        value = self.row.get("at")
+        return value if isinstance(value, datetime) else None
 
 
 @dataclass(frozen=True)

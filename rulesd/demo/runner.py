@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,7 +62,7 @@ class DemoOptions:
     database_url: str | None = None  # None: the embedded Postgres in data_dir
     data_dir: Path = Path(".rulesd/demo-pgdata")
     speed: float = 2880.0
-    exit_after: float | None = None  # real seconds
+    exit_after: float | None = None  # real seconds from the start of the command
     sync_interval: float = 3.0  # real seconds between incremental syncs
     customers: int = 200
     activity: float = 30.0  # random simulator changes per real minute
@@ -76,6 +77,7 @@ def run_demo(options: DemoOptions) -> Totals | None:
     initial sync, before the daemon starts. The demo then stops what it
     started and returns normally.
     """
+    deadline = None if options.exit_after is None else time.monotonic() + options.exit_after
     console = Console(stderr=True)
     _configure_logging(options.log_file)
     console.print(f"[bold]rulesd demo[/bold]: detailed log in {options.log_file}")
@@ -93,7 +95,7 @@ def run_demo(options: DemoOptions) -> Totals | None:
         console.print(f"simulated tenant: {sum(sim.counts().values()):,} records, {options.customers} customers")
         with serve_simulator(sim, timeout=None) as simulator:
             settings = demo_settings(server.url, simulator, options.rules_dir, options.speed)
-            return anyio.run(_Demo(options, settings, sim).run, backend="asyncio")
+            return anyio.run(_Demo(options, settings, sim, deadline).run, backend="asyncio")
     except KeyboardInterrupt:
         # Once the daemon runs, the demo's own signal handler takes Ctrl-C.
         logger.info("interrupted before the daemon started", extra={"event": "demo_interrupted"})
@@ -117,8 +119,9 @@ def _configure_logging(log_file: Path) -> None:
 class _Demo:
     """One run of the demo inside the event loop."""
 
-    def __init__(self, options: DemoOptions, settings: Settings, sim: Simulator) -> None:
+    def __init__(self, options: DemoOptions, settings: Settings, sim: Simulator, deadline: float | None) -> None:
         self.options = options
+        self.deadline = deadline  # time.monotonic() at which --exit-after ends the demo
         self.settings = settings
         self.sim = sim
         self.activity = DemoActivity(sim, options.activity)
@@ -150,7 +153,8 @@ class _Demo:
                 async with anyio.create_task_group() as helpers:
                     helpers.start_soon(self._watch_signals)
                     helpers.start_soon(self._start_helpers, daemon, helpers)
-                    with anyio.move_on_after(self.options.exit_after):
+                    remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+                    with anyio.move_on_after(remaining):
                         await self.stop.wait()
                     helpers.cancel_scope.cancel()
                 daemon.stop()
@@ -251,17 +255,19 @@ class _Demo:
         with psycopg.connect(self.url, autocommit=True) as conn:
             for item in self.feed.poll(conn):
                 for category, text in describe(item, self.zone, show_actions):
-                    self._show(category, text)
+                    self._show(category, text, at=item.at)
             return count_totals(conn)
 
     def _totals(self) -> Totals:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return count_totals(conn)
 
-    def _show(self, category: str, text: str) -> None:
-        at = local_time(self.clock.now(), self.zone) if self.clock is not None else ""
-        self.screen.show(Line(at, category, text))
-        logger.info("demo %s: %s", category, text, extra={"event": "demo_line", "category": category})
+    def _show(self, category: str, text: str, at: datetime | None = None) -> None:
+        if at is None and self.clock is not None:
+            at = self.clock.now()
+        self.screen.show(Line(local_time(at, self.zone), category, text))
+        level = logging.WARNING if category == "warning" else logging.INFO
+        logger.log(level, "demo %s: %s", category, text, extra={"event": "demo_line", "category": category})
 
 
 def _first_rulesd_error(group: BaseExceptionGroup) -> RulesdError | None:
