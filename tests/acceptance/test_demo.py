@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from rulesd.demo.database import DEMO_MARK, reset_database
+from rulesd.errors import DatabaseError
 from tests.fakes.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.fakes.twilio_server import TwilioServer
 
@@ -175,3 +177,32 @@ def test_demo_drafts_with_model_key(
     assert len(fake_anthropic.requests) > 0
     assert fake_anthropic.problems == []
     assert fake_twilio.state.requests == 0
+
+
+def _log_a_sync(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "INSERT INTO st_sync_log (run_id, entity, kind, status) VALUES (gen_random_uuid(), 'customer', 'initial', 'succeeded')"
+    )
+
+
+def test_demo_reset_rejects_real_mirror(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        _log_a_sync(conn)
+
+    with pytest.raises(DatabaseError, match="already contains a synced mirror"):
+        reset_database(database_url)
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert _scalar(conn, "SELECT count(*) FROM st_sync_log") == 1
+
+
+def test_demo_reset_empties_own_database(database_url: str) -> None:
+    reset_database(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        _log_a_sync(conn)
+
+    reset_database(database_url)
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert _scalar(conn, "SELECT count(*) FROM st_sync_log") == 0
+        assert _scalar(conn, "SELECT obj_description('public'::regnamespace, 'pg_namespace')") == DEMO_MARK
