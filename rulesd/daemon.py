@@ -100,10 +100,14 @@ class Daemon:
                 f"cannot connect to Postgres within 30 s: {exc}",
                 hint="start the Postgres server or fix the database URL, then run rulesd run again",
             ) from exc
+        built: StepExecutor | None = None
         try:
             self.rules = RuleHolder(self.options.rules_paths, self.pool, self.clock)
             await self.rules.reload(initial=True)
-            executor = self.options.executor or build_executor(self.settings, self.database_url, self.options.dry_run)
+            if self.options.executor is None:
+                built = build_executor(self.settings, self.database_url, self.options.dry_run)
+            executor = self.options.executor or built
+            assert executor is not None
             self.triggers = TriggerEngine(self.pool, self.rules.get, self.clock, engine)
             self.execution = ExecutionEngine(
                 self.pool, self.rules.get, self.clock, engine, executor,
@@ -118,6 +122,8 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release()
+                if built is not None:
+                    await _close_executor(built)
                 await self.pool.close()
 
     def stop(self) -> None:
@@ -332,6 +338,28 @@ class Daemon:
         logger.info(
             "daemon %s stopped; released %s lease(s)", self.owner, released,
             extra={"event": "daemon_stopped", "released": released},
+        )
+
+
+EXECUTOR_CLOSE_TIMEOUT = 10.0
+
+
+async def _close_executor(executor: StepExecutor) -> None:
+    """Await the executor's ``aclose()`` when it has one (the Claude executor closes its HTTP clients there).
+
+    Only the executor the daemon built is closed; one a caller passed in
+    belongs to that caller. A failure is logged and does not stop the shutdown.
+    """
+    close = getattr(executor, "aclose", None)
+    if close is None:
+        return
+    try:
+        with anyio.fail_after(EXECUTOR_CLOSE_TIMEOUT):
+            await close()
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever the executor does
+        logger.warning(
+            "closing the step executor failed: %s", exc,
+            extra={"event": "executor_close_failed"},
         )
 
 
