@@ -11,6 +11,8 @@ ledger and committed before the provider is called.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL_OF_TOOL: dict[str, Channel] = {"send_sms": "sms", "send_email": "email"}
 TOOL_OF_CHANNEL: dict[Channel, str] = {"sms": "send_sms", "email": "send_email"}
+# First key of the two-key advisory locks on a customer's channel; the second is a hash of both.
+CAP_LOCK_CLASS = 0x72756C64  # "ruld" in ASCII
 SUBJECT_MAX_LENGTH = 200  # characters; longer subjects are cut by many mail clients
 
 TOOL_DEFINITIONS: dict[str, dict[str, Any]] = {
@@ -122,6 +126,22 @@ class Providers:
     email: EmailProvider | None = None
 
 
+@asynccontextmanager
+async def customer_channel_lock(
+    conn: psycopg.AsyncConnection, customer_id: int | None, channel: Channel
+) -> AsyncIterator[None]:
+    """Hold a session advisory lock on (customer, channel) on ``conn``, which must be in autocommit."""
+    if customer_id is None:
+        yield
+        return
+    key = (CAP_LOCK_CLASS, f"{channel}:{customer_id}")
+    await conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+
+
 class ToolBox:
     """Carry out one step's tool calls against the ledger, the guards and the providers."""
 
@@ -192,10 +212,17 @@ class ToolBox:
             return await self._reject(channel, recipient, body, subject,
                                       f"{recipient} has opted out of {channel} messages")
 
-        stop = await self._check_timing(channel)
-        if stop is not None:
-            return stop
-        return await self._deliver(self._intent(channel, recipient, body, subject))
+        intent = self._intent(channel, recipient, body, subject)
+        # The cap check and the ledger write form one step per customer and channel. Without the
+        # lock, two enrollments of one customer could both pass a cap of 1 and both send.
+        async with customer_channel_lock(self.conn, self.request.customer_id, channel):
+            stop = await self._check_timing(channel)
+            if stop is not None:
+                return stop
+            reserved = await self._reserve(intent)
+        if isinstance(reserved, ToolResult):
+            return reserved
+        return await self._deliver(intent, *reserved)
 
     def _check_input(self, channel: Channel, to: Any, body: Any, subject: Any) -> str:
         if to is not None and not isinstance(to, str):
@@ -267,7 +294,10 @@ class ToolBox:
         )
         return ToolResult(f"rejected: {reason}. Nothing was sent.", is_error=True)
 
-    async def _deliver(self, intent: ledger.Intent) -> ToolResult:
+    async def _reserve(
+        self, intent: ledger.Intent
+    ) -> ToolResult | tuple[ledger.LedgerEntry, SmsProvider | EmailProvider | None]:
+        """Write ``intent`` to the ledger; return the new row and its provider, or why nothing is sent."""
         provider = self.providers.sms if intent.channel == "sms" else self.providers.email
         status: ledger.Status = "dry_run" if self.dry_run else "pending"
         if not self.dry_run and provider is None:
@@ -277,8 +307,12 @@ class ToolBox:
                                            provider=None if provider is None else provider.name)
         if not reservation.reserved:
             return await self._already_written(intent, reservation.entry)
-        entry = reservation.entry
-        assert entry is not None
+        assert reservation.entry is not None
+        return reservation.entry, provider
+
+    async def _deliver(
+        self, intent: ledger.Intent, entry: ledger.LedgerEntry, provider: SmsProvider | EmailProvider | None
+    ) -> ToolResult:
         if self.dry_run:
             self.state.sent[intent.channel] = entry
             self._log_action("message drafted (dry run)", "message_dry_run", entry)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, Callable
 
 import psycopg
 import pytest
 
+from rulesd.agent import tools
 from rulesd.agent.addresses import normalize_phone
 from rulesd.agent.recipients import Contact, resolve
 from tests.agent.conftest import (
@@ -158,3 +161,35 @@ async def test_executor_malformed_tool_input(seeded: str, anthropic_server: Anth
     assert twilio_server.messages == []
     assert result.outcome == "failed"
     assert any(entry["type"] == "tool_result" and entry["is_error"] for entry in result.transcript)
+
+
+@pytest.mark.anyio
+async def test_executor_cap_holds_for_parallel_steps(seeded: str, anthropic_server: AnthropicServer,
+                                                     twilio_server: TwilioServer, make_executor: MakeExecutor,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two enrollments of one customer reach the tool's cap check together. Each check waits up to
+    # a second for the other, which widens the window between the cap check and the ledger write.
+    arrived = 0
+    both_arrived = asyncio.Event()
+    real_check_cap = tools.check_cap
+
+    async def check_cap_together(*args: Any, **kwargs: Any) -> Any:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 2:
+            both_arrived.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both_arrived.wait(), timeout=1)
+        return await real_check_cap(*args, **kwargs)
+
+    monkeypatch.setattr(tools, "check_cap", check_cap_together)
+    anthropic_server.push(tool_use("send_sms", {"body": BODY}), tool_use("send_sms", {"body": BODY}),
+                          text("Done."), text("Done."))
+    harness = make_executor(make_settings(anthropic_server, twilio_server, sms_per_day=1), seeded)
+    requests = [make_request(seeded, instance_id=instance, step_run_id=instance) for instance in (1, 2)]
+
+    results = await asyncio.gather(*(harness.executor.execute(request) for request in requests))
+
+    assert len(twilio_server.messages) == 1
+    assert sorted(result.outcome for result in results) == ["deferred", "done"]
+    assert [row["status"] for row in ledger_rows(seeded)] == ["sent"]
