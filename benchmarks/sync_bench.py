@@ -261,7 +261,7 @@ def rulesd_sync(config: Path, env: dict[str, str], step: str, *options: str) -> 
 
 
 def create_database(server_url: str) -> tuple[str, str]:
-    name = f"rulesd_bench_{uuid.uuid4().hex[:10]}"
+    name = f"rulesd_syncbench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     # A URL rather than a key=value string, because dlt accepts only URLs.
