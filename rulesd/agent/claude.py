@@ -51,7 +51,7 @@ class ModelClient:
         attempts = max(self.settings.max_retries, 0) + 1
         for attempt in range(1, attempts + 1):
             try:
-                return await self.client.messages.create(**params)
+                message = await self.client.messages.create(**params)
             except anthropic.APIStatusError as exc:
                 if not _retryable(exc.status_code):
                     raise AgentError(f"Anthropic API error {exc.status_code}: {_api_message(exc)}") from exc
@@ -61,6 +61,14 @@ class ModelClient:
                 failure, reason = exc, "timed out"
             except anthropic.APIConnectionError as exc:
                 failure, reason = exc, f"connection failed: {exc}"
+            except (ValueError, anthropic.APIResponseValidationError) as exc:
+                # A 200 body that is cut off or not JSON at all, as a proxy in the way may send.
+                failure, reason = exc, f"invalid response body: {type(exc).__name__}: {exc}"
+            else:
+                problem = _malformed(message)
+                if problem is None:
+                    return message
+                failure, reason = TransientAgentError(problem), problem
 
             if attempt == attempts:
                 raise TransientAgentError(
@@ -93,6 +101,17 @@ def make_sdk_client(settings: AgentSettings) -> anthropic.AsyncAnthropic:
         timeout=settings.timeout.total_seconds(),
         max_retries=0,
     )
+
+
+def _malformed(message: Any) -> str | None:
+    """Return what is wrong with a 200 response that the SDK did not parse into a usable message."""
+    # With a non-JSON content type the SDK (2.17.0) returns the body as a str, and a JSON object of the
+    # wrong shape becomes a Message whose fields are None.
+    if not isinstance(message, Message):
+        return f"invalid response body: expected a message, got {type(message).__name__}"
+    if not isinstance(message.content, list) or message.usage is None or not isinstance(message.model, str):
+        return "invalid response body: the message lacks content, usage or model"
+    return None
 
 
 def _retryable(status: int) -> bool:
