@@ -67,7 +67,13 @@ class LoadResult:
 
 
 def find_rule_files(paths: Sequence[Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """Expand directories (recursively, skipping hidden ones and ``*.test.yaml``) into rule files."""
+    """Expand directories into rule files; a file named explicitly is always a rule file.
+
+    A directory is searched recursively, skipping hidden directories,
+    ``*.test.yaml`` scenarios and YAML files with no top-level ``rule:`` key
+    (a ``rulesd.yaml`` configuration or a CI workflow kept beside the rules).
+    Each skipped file is logged, so a rule that lost its ``rule:`` line is visible.
+    """
     files: list[Path] = []
     problems: list[Diagnostic] = []
     for path in paths:
@@ -80,7 +86,7 @@ def find_rule_files(paths: Sequence[Path]) -> tuple[list[Path], list[Diagnostic]
                 and not candidate.name.endswith(SCENARIO_SUFFIXES)
                 and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
             ]
-            files.extend(found)
+            files.extend(candidate for candidate in found if _declares_rule(candidate))
         elif path.is_file():
             files.append(path)
         else:
@@ -90,6 +96,20 @@ def find_rule_files(paths: Sequence[Path]) -> tuple[list[Path], list[Diagnostic]
     for file in files:
         unique.setdefault(file.resolve(), file)
     return list(unique.values()), problems
+
+
+_RULE_KEY = re.compile(rb"^rule[ \t]*:", re.MULTILINE)
+
+
+def _declares_rule(path: Path) -> bool:
+    try:
+        declares = _RULE_KEY.search(path.read_bytes()) is not None
+    except OSError:
+        return True  # let the loader report the read error with its position
+    if not declares:
+        logger.info("skipped %s: no top-level 'rule:' key, so it is not a rule file", path,
+                    extra={"event": "rule_file_skipped"})
+    return declares
 
 
 def load_rules(paths: Sequence[Path]) -> LoadResult:
