@@ -23,6 +23,9 @@ from rulesd.agent.timezones import timezone_for_state
 logger = logging.getLogger(__name__)
 
 PHONE_TYPES = ("MobilePhone", "Phone")
+# A rejected `to` is stored and logged cut to this many characters: the model may put anything
+# there, a message body included, and bodies are logged at DEBUG only.
+ADDRESS_DISPLAY_MAX = 40
 
 _CONTACTS = """
 SELECT 'customer' AS owner, id, type, value, phone_number, do_not_text,
@@ -117,7 +120,7 @@ def resolve(contacts: list[Contact], channel: Channel, to: str | None) -> Resolu
     wanted = normalize_address(channel, to)
     kind = "phone number" if channel == "sms" else "e-mail address"
     if wanted is None:
-        return Resolution(None, f"{to!r} is not a valid {kind}")
+        return Resolution(None, f"{shorten(to)!r} is not a valid {kind}")
     matches = [c for c in usable if c.address == wanted]
     if not matches:
         return Resolution(None, f"{wanted} is not a {kind} of this customer or location; "
@@ -129,6 +132,11 @@ def resolve(contacts: list[Contact], channel: Channel, to: str | None) -> Resolu
     if channel == "email" and not all(email_allowed(c) for c in matches):
         return Resolution(None, f"{wanted} has e-mail preferences turned off in ServiceTitan")
     return Resolution(matches[0])
+
+
+def shorten(text: str, limit: int = ADDRESS_DISPLAY_MAX) -> str:
+    """Return ``text`` cut to ``limit`` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _preferred(usable: list[Contact], channel: Channel) -> Resolution:

@@ -26,7 +26,7 @@ from rulesd.agent.caps import check_cap
 from rulesd.agent.prompt import CACHE_CONTROL
 from rulesd.agent.providers import EmailProvider, SmsProvider
 from rulesd.agent.quiet_hours import QuietHours
-from rulesd.agent.recipients import Contact, load_contacts, resolve
+from rulesd.agent.recipients import Contact, load_contacts, resolve, shorten
 from rulesd.agent.suppressions import add_suppression, is_suppressed
 from rulesd.config import MessagingSettings
 from rulesd.engine.executor import StepRequest
@@ -205,8 +205,8 @@ class ToolBox:
         resolution = resolve(contacts, channel, to if isinstance(to, str) else None)
         if resolution.contact is None or resolution.contact.address is None:
             displayed = normalize_address(channel, to) if isinstance(to, str) else None
-            return await self._reject(channel, displayed or (to if isinstance(to, str) and to else "(preferred)"),
-                                      body, subject, resolution.refusal)
+            displayed = shorten(displayed or (to if isinstance(to, str) and to else "(preferred)"))
+            return await self._reject(channel, displayed, body, subject, resolution.refusal)
         recipient = resolution.contact.address
         if await is_suppressed(self.conn, channel, recipient):
             return await self._reject(channel, recipient, body, subject,

@@ -193,3 +193,21 @@ async def test_executor_cap_holds_for_parallel_steps(seeded: str, anthropic_serv
     assert len(twilio_server.messages) == 1
     assert sorted(result.outcome for result in results) == ["deferred", "done"]
     assert [row["status"] for row in ledger_rows(seeded)] == ["sent"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("to", ["9" * 5000, "call me at " * 1000, BODY, "a" * 5000 + "@example.com"])
+async def test_executor_long_to_rejected(seeded: str, anthropic_server: AnthropicServer, twilio_server: TwilioServer,
+                                         make_executor: MakeExecutor, caplog: pytest.LogCaptureFixture,
+                                         to: str) -> None:
+    anthropic_server.push(tool_use("send_sms", {"to": to, "body": BODY}), text("Could not send."))
+    harness = make_executor(make_settings(anthropic_server, twilio_server), seeded)
+
+    result = await harness.executor.execute(make_request(seeded))
+
+    assert twilio_server.messages == []
+    assert result.outcome == "failed"
+    rows = ledger_rows(seeded)
+    assert [row["status"] for row in rows] == ["refused"]
+    assert len(rows[0]["recipient"]) <= 100
+    assert BODY not in caplog.text
