@@ -78,7 +78,7 @@ class EngineSettings:
     max_attempts: int = 5
     lease: timedelta = timedelta(seconds=60)
     shutdown_timeout: timedelta = timedelta(seconds=30)
-    event_batch_size: int = 500
+    event_batch_size: int = 2000
 
 
 @dataclass(frozen=True)

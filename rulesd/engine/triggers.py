@@ -180,8 +180,8 @@ class TriggerEngine:
             if not dispatch.rules:
                 continue
             # The equality index leaves out the rules whose ``if`` cannot
-            # hold on these rows; one context per event is shared by the
-            # rest: this loop runs once per event and rule, so it stays lean.
+            # hold on these rows. The rest share one context per event,
+            # because this loop runs once per event and rule.
             event_rows = rows[event.entity_id]
             matching = dispatch.rules_for(event_rows)
             if not matching:
@@ -368,13 +368,18 @@ async def _concerned_instances(
     if own_rules:
         parts.append(
             sql.SQL(
-                # No ``rule_id = ANY(...)``: while a fast-growing table has
-                # no statistics the planner filters every active enrollment
-                # of the entity with it, 40 text comparisons a row. The rules
-                # without stop_if are dropped below instead. (A join with
-                # unnest fares worse there: a nested loop over a bitmap scan.)
-                "SELECT id, rule_id, entity_id, entity FROM workflow_instances WHERE status = 'active' "
-                "AND entity = %(entity)s AND entity_id = ANY(%(changed)s)"
+                # Neither ``status`` nor ``rule_id`` is filtered in SQL: while
+                # a fast-growing table has no statistics, the planner reads
+                # every active enrollment of the entity through the partial
+                # index on status and compares each with the whole id
+                # array. Without them, joined to the ids, the only index is
+                # (entity, entity_id): one probe per changed id, or one hash
+                # join. Python drops the enrollments that
+                # are not active and the rules without stop_if.
+                "SELECT i.id, i.rule_id, i.entity_id, i.entity, i.status "
+                "FROM unnest(%(changed)s::bigint[]) AS changed (id) CROSS JOIN LATERAL "
+                "(SELECT id, rule_id, entity_id, entity, status FROM workflow_instances "
+                "WHERE entity = %(entity)s AND entity_id = changed.id) AS i"
             )
         )
     for index, rule in enumerate(rules):
@@ -386,7 +391,7 @@ async def _concerned_instances(
                 continue
             parts.append(
                 sql.SQL(
-                    "SELECT id, rule_id, entity_id, entity FROM workflow_instances WHERE status = 'active' "
+                    "SELECT id, rule_id, entity_id, entity, status FROM workflow_instances WHERE status = 'active' "
                     "AND rule_id = {rule_id} AND entity = {trigger_entity} AND entity_id IN ({ids})"
                 ).format(
                     rule_id=sql.Literal(rule.id),
@@ -399,7 +404,11 @@ async def _concerned_instances(
     query = sql.SQL(" UNION ").join(parts) + sql.SQL(" ORDER BY 1")
     cursor = await conn.execute(query, {"entity": entity, "changed": changed_ids})
     triggers = {rule.id: rule.trigger.entity for rule in rules}
-    return [(row[0], row[1], row[2]) for row in await cursor.fetchall() if triggers.get(row[1]) == row[3]]
+    return [
+        (row[0], row[1], row[2])
+        for row in await cursor.fetchall()
+        if row[4] == "active" and triggers.get(row[1]) == row[3]
+    ]
 
 
 def _reverse_path_query(trigger_entity: str, path: tuple[Any, ...]) -> sql.Composable:
