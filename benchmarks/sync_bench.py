@@ -9,8 +9,9 @@ Every process runs on this machine and every server listens on 127.0.0.1:
 
 1. The simulator serves a generated tenant (``medium``: 50,000 customers,
    about 1.2 million records) in its own process with no page delay and
-   no rate limit. It builds the export pages before each measured step
-   (see ``PageCache``), so its own record generation is not measured.
+   no rate limit. Before each measured step it serializes every record
+   into its JSON cache (``Simulator.warm_cache``), so its own record
+   generation is not measured.
 2. ``rulesd sync --initial --json`` runs as a subprocess into a fresh
    database. Records per second use the sync's own run time from its
    summary (first request to last commit). The process time, which adds
@@ -75,74 +76,21 @@ class Measurement:
 # -- the simulator process
 
 
-class PageCache:
-    """Export pages built once ahead of time, so the measurement is of the sync, not of the simulator.
-
-    The simulator builds every record in Python on each request, a few
-    thousand records per second on a 2-core machine. That would cap any
-    client, so the benchmark builds the pages both tools will ask for
-    before each measured step. A request the cache has no page for is
-    served live.
-    """
-
-    def __init__(self, server: Any) -> None:
-        self.live_export_page = server.queries.export_page
-        self.pages: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
-        self.final_tokens: dict[str, str] = {}
-        server.queries.export_page = self.export_page
-
-    @staticmethod
-    def key(entity: Any, params: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
-        return entity.name, tuple(sorted(params.items()))
-
-    def export_page(self, entity: Any, params: dict[str, str]) -> dict[str, Any]:
-        page = self.pages.get(self.key(entity, params))
-        return page if page is not None else self.live_export_page(entity, params)
-
-    def warm(self, *, recent: bool) -> int:
-        """Build every export feed's pages as rulesd and dlt request them; return the records built.
-
-        ``recent`` builds the incremental chains: from each feed's final
-        token of the last warm-up, with ``includeRecentChanges=true``.
-        """
-        from rulesd.servicetitan.catalog import ENTITY_LIST
-
-        self.pages.clear()
-        built = 0
-        for entity in ENTITY_LIST:
-            if entity.export_path is None:
-                continue
-            base: dict[str, str] = {}
-            if entity.name in ("appointment", "appointment_assignment"):
-                base["active"] = "Any"
-            if recent:
-                base["includeRecentChanges"] = "true"
-            token = self.final_tokens.get(entity.name) if recent else None
-            while True:
-                params = dict(base, **({"from": token} if token else {}))
-                page = self.live_export_page(entity, params)
-                self.pages[self.key(entity, params)] = page
-                built += len(page["data"])
-                token = page["continueFrom"]
-                if not page["hasMore"]:
-                    break
-            self.final_tokens[entity.name] = token
-        return built
-
-
 def serve_simulator(customers: int, seed: int) -> None:
     """Serve a tenant until standard input closes, answering one JSON line per command.
 
     It prints its address and counts first. Commands on standard input:
-    ``warm`` builds the initial export pages, and ``change N`` applies N
-    random changes and builds the incremental pages that follow them.
+    ``warm`` serializes every record into the simulator's JSON cache, and
+    ``change N`` applies N random changes and serializes the records they
+    changed. The server builds each export page by joining cached record
+    JSON, so the measured steps do not pay for the simulator's record
+    generation.
     """
     from rulesd.servicetitan.simulator import Simulator, serve_simulator as serve
     from rulesd.servicetitan.simulator.changes import random_change
 
     sim = Simulator(seed=seed, customers=customers)
     with serve(sim, timeout=SIMULATOR_TIMEOUT) as server:
-        cache = PageCache(server)
         details = {
             "base_url": server.base_url,
             "tenant_id": server.tenant_id,
@@ -156,7 +104,7 @@ def serve_simulator(customers: int, seed: int) -> None:
         for line in sys.stdin:
             words = line.split()
             if words == ["warm"]:
-                print(json.dumps({"built": cache.warm(recent=False)}), flush=True)
+                print(json.dumps({"built": sim.warm_cache()}), flush=True)
             elif words[:1] == ["change"]:
                 applied = 0
                 for _ in range(int(words[1])):
@@ -164,7 +112,7 @@ def serve_simulator(customers: int, seed: int) -> None:
                     if picked is not None:
                         sim.apply(picked[0], **picked[1])
                         applied += 1
-                built = cache.warm(recent=True)
+                built = sim.warm_cache()
                 print(json.dumps({"applied": applied, "built": built, "counts": sim.counts()}), flush=True)
 
 
@@ -314,7 +262,7 @@ def benchmark(arguments: argparse.Namespace) -> list[Measurement]:
             config = write_config(Path(directory), arguments.concurrency)
 
             warmed = simulator.command("warm")
-            print(f"built {warmed['built']:,} records of export pages", flush=True)
+            print(f"serialized {warmed['built']:,} records into the simulator cache", flush=True)
             initial, _ = rulesd_sync(config, env, "rulesd initial sync", "--initial")
             measurements.append(initial)
             print_measurement(initial)
