@@ -1,11 +1,14 @@
 """Bulk upsert of API records into a mirror table.
 
-A batch is copied as ``(id, raw)`` into a temporary staging table, then
-one ``INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE … IS DISTINCT FROM``
-fills the typed columns with SQL casts from ``raw``. A row whose record did
-not change is not written, so it costs no I/O and its trigger writes no
-change event. All SQL is built from the entity catalog with
-``psycopg.sql``; no text from a record ever becomes part of a statement.
+A batch is sent as one JSON array parameter, and one ``INSERT … SELECT …
+FROM jsonb_array_elements(…) ON CONFLICT DO UPDATE … WHERE … IS DISTINCT
+FROM`` fills the typed columns with SQL casts from each record. A row whose
+record did not change is not written, so it costs no I/O and its trigger
+writes no change event. A batch with a repeated or non-integer id, or one
+that fails on a bad value, goes through a temporary staging table instead,
+filled by COPY as ``(id, raw)``. All SQL is built from the entity catalog
+with ``psycopg.sql``; no text from a record ever becomes part of a
+statement.
 """
 
 from __future__ import annotations
@@ -103,6 +106,23 @@ def encode_batch(records: Iterable[Mapping[str, Any]]) -> tuple[list[bytes], lis
     return lines, list(latest), failures
 
 
+def _encode_array(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """Encode a batch as one JSON array, or return None when it needs the staging path.
+
+    This is the common case of an export page: objects with distinct
+    integer ids. orjson encodes the whole batch in one C call, so no Python
+    code runs per record beyond reading its id.
+    """
+    ids = [record.get("id") if type(record) is dict else None for record in records]
+    if not ids or any(type(record_id) is not int for record_id in ids) or len(set(ids)) != len(ids):
+        return None
+    try:
+        return orjson.dumps(records).decode()
+    except TypeError:
+        # An integer wider than 64 bits or an unpaired surrogate: _dump_json handles them per record.
+        return None
+
+
 def _record_id(record: Mapping[str, Any]) -> int | None:
     value = record.get("id") if isinstance(record, dict) else None
     if type(value) is int:  # the common case first: this runs once per record
@@ -145,6 +165,24 @@ class Upserter:
         under savepoints, so one malformed record costs only itself: it is
         stored with its ``raw`` and no typed columns, and reported as failed.
         """
+        document = _encode_array(records)
+        if document is not None:
+            try:
+                async with conn.transaction():
+                    created, updated = await self._write_array(conn, document)
+            except RECORD_ERRORS as exc:
+                logger.warning(
+                    "batch of %d %s records has an invalid value (%s), so they are stored one at a time",
+                    len(records),
+                    self.entity.name,
+                    _first_line(exc),
+                    extra={"event": "sync_batch_fallback", "entity": self.entity.name},
+                )
+                lines, ids, _ = encode_batch(records)
+                return await self._write_one_by_one(conn, records, lines, ids, [])
+            unchanged = len(records) - created - updated
+            return UpsertCounts(received=len(records), created=created, updated=updated, unchanged=unchanged), []
+
         lines, ids, failures = encode_batch(records)
         failures = [RecordFailure(self.entity.name, f.record_id, f.error) for f in failures]
         if not ids:
@@ -166,6 +204,13 @@ class Upserter:
         unchanged = len(ids) - created - updated
         counts = UpsertCounts(received=len(records), created=created, updated=updated, unchanged=unchanged, failed=len(failures))
         return counts, failures
+
+    async def _write_array(self, conn: psycopg.AsyncConnection[Any], document: str) -> tuple[int, int]:
+        params: tuple[str, ...] = (document, self.entity.name) if self.track_seen else (document,)
+        cur = await conn.execute(array_upsert_statement(self.entity, self.track_seen), params)
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     async def _write_staged(self, conn: psycopg.AsyncConnection[Any], data: bytes) -> tuple[int, int]:
         async with conn.cursor() as cur:
@@ -234,27 +279,52 @@ def upsert_statement(entity: Entity) -> sql.Composed:
     updated only when its ``raw`` differs, or when a full sync had marked
     it missing and it came back.
     """
+    return sql.SQL(
+        "WITH written AS ({insert})"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    ).format(insert=_insert_clause(entity, sql.Identifier(STAGING_TABLE)))
+
+
+def _insert_clause(entity: Entity, source: sql.Composable) -> sql.Composed:
+    """Build the ``INSERT … ON CONFLICT … RETURNING`` that reads records from ``source`` as ``s.raw``."""
     columns = _written_columns(entity)
     names = [sql.Identifier(c.name) for c in columns]
     casts = [cast_expression(c) for c in columns]
     updates = [sql.SQL("{0} = excluded.{0}").format(name) for name in names if name != sql.Identifier("id")]
-    table = sql.Identifier(entity.table)
     return sql.SQL(
-        "WITH written AS ("
-        " INSERT INTO {table} AS t ({names}, raw, synced_at)"
-        " SELECT {casts}, s.raw, now() FROM {staging} AS s"
+        "INSERT INTO {table} AS t ({names}, raw, synced_at)"
+        " SELECT {casts}, s.raw, now() FROM {source} AS s"
         " ON CONFLICT (id) DO UPDATE SET {updates}, raw = excluded.raw, synced_at = excluded.synced_at,"
         " missing_since = NULL"
         " WHERE t.raw IS DISTINCT FROM excluded.raw OR t.missing_since IS NOT NULL"
         " RETURNING (xmax = 0) AS inserted"
-        ") SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
     ).format(
-        table=table,
+        table=sql.Identifier(entity.table),
         names=sql.SQL(", ").join(names),
         casts=sql.SQL(", ").join(casts),
-        staging=sql.Identifier(STAGING_TABLE),
+        source=source,
         updates=sql.SQL(", ").join(updates),
     )
+
+
+@lru_cache(maxsize=None)
+def array_upsert_statement(entity: Entity, track_seen: bool) -> sql.Composed:
+    """Build the statement that upserts a JSON array of records into the entity's mirror table.
+
+    Its parameters are the array, then for ``track_seen`` the entity name,
+    and it returns (rows inserted, rows updated) as ``upsert_statement``
+    does. Every element must be an object with a distinct integer id,
+    because one ``INSERT … ON CONFLICT`` may not touch a row twice.
+    """
+    seen = sql.SQL(
+        ", seen AS (INSERT INTO st_sync_seen (entity, id) SELECT %s, (s.raw ->> 'id')::bigint FROM s"
+        " ON CONFLICT DO NOTHING)"
+    )
+    return sql.SQL(
+        "WITH s AS MATERIALIZED (SELECT e.value AS raw FROM jsonb_array_elements(%s::jsonb) AS e),"
+        " written AS ({insert}){seen}"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    ).format(insert=_insert_clause(entity, sql.SQL("s")), seen=seen if track_seen else sql.SQL(""))
 
 
 @lru_cache(maxsize=None)
