@@ -61,6 +61,8 @@ class ModelClient:
                 failure, reason = exc, "timed out"
             except anthropic.APIConnectionError as exc:
                 failure, reason = exc, f"connection failed: {exc}"
+            except UnicodeEncodeError as exc:
+                raise AgentError(f"the request to the Anthropic API could not be encoded: {exc}") from exc
             except (ValueError, anthropic.APIResponseValidationError) as exc:
                 # A 200 body that is cut off or not JSON at all, as a proxy in the way may send.
                 failure, reason = exc, f"invalid response body: {type(exc).__name__}: {exc}"

@@ -66,7 +66,7 @@ async def run_tool_loop(
         for key, value in usage.items():
             outcome.usage[key] += value
         await on_usage(message.model, usage)
-        outcome.transcript.append({"type": "response", "turn": turn, "body": message.model_dump(mode="json")})
+        outcome.transcript.append({"type": "response", "turn": turn, "body": _scrub(message.model_dump(mode="json"))})
         messages.append({"role": "assistant", "content": _content_blocks(message)})
         outcome.final_text = "\n".join(block.text for block in message.content if block.type == "text").strip()
 
@@ -91,7 +91,9 @@ async def run_tool_loop(
 async def _run_tool(
     toolbox: ToolBox, state: StepState, tool_use_id: str, name: str, arguments: Any, outcome: LoopOutcome, turn: int
 ) -> dict[str, Any]:
-    outcome.transcript.append({"type": "tool_call", "turn": turn, "id": tool_use_id, "name": name, "input": arguments})
+    outcome.transcript.append(
+        {"type": "tool_call", "turn": turn, "id": tool_use_id, "name": name, "input": _scrub(arguments)}
+    )
     if state.stop is not None:
         content, is_error = "not run: an earlier tool call in this turn ended the step", True
     else:
@@ -120,5 +122,19 @@ def _content_blocks(message: Message) -> list[dict[str, Any]]:
         if block.type == "text":
             blocks.append({"type": "text", "text": block.text})
         elif block.type == "tool_use":
-            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": _scrub(block.input)})
     return blocks
+
+
+def _scrub(value: Any) -> Any:
+    """Return ``value`` with every lone surrogate replaced by '?', so the next request can be encoded.
+
+    The tool itself gets the original input and rejects it.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(key): _scrub(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    return value

@@ -126,6 +126,14 @@ class Providers:
     email: EmailProvider | None = None
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @asynccontextmanager
 async def customer_channel_lock(
     conn: psycopg.AsyncConnection, customer_id: int | None, channel: Channel
@@ -229,13 +237,19 @@ class ToolBox:
             return "invalid input: `to` must be a string"
         if not isinstance(body, str) or not body.strip():
             return "invalid input: `body` is missing or empty"
+        for name, text in (("to", to), ("body", body), ("subject", subject)):
+            # JSON may carry a lone surrogate (\ud800), which no provider or database can encode.
+            if isinstance(text, str) and not _encodable(text):
+                return f"invalid input: `{name}` contains invalid Unicode (a lone surrogate)"
         if channel == "sms" and len(body) > self.settings.sms_max_length:
             return (f"the text is {len(body)} characters; the limit is {self.settings.sms_max_length}. "
                     "Shorten it and send again.")
         if channel == "email":
             if not isinstance(subject, str) or not subject.strip():
                 return "invalid input: `subject` is missing or empty"
-            if "\r" in subject or "\n" in subject:
+            # splitlines() also breaks at \v, \f, \x1c-\x1e, \x85, \u2028 and \u2029, which the
+            # e-mail library rejects in a header as it rejects \r and \n.
+            if subject.splitlines() != [subject]:
                 return "invalid input: the subject must be one line"
             if len(subject) > SUBJECT_MAX_LENGTH:
                 return f"the subject is {len(subject)} characters; the limit is {SUBJECT_MAX_LENGTH}"

@@ -211,3 +211,25 @@ async def test_executor_long_to_rejected(seeded: str, anthropic_server: Anthropi
     assert [row["status"] for row in rows] == ["refused"]
     assert len(rows[0]["recipient"]) <= 100
     assert BODY not in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("arguments", [
+    {"subject": "Your estimate\u2028Bcc: someone@example.net", "body": BODY},
+    {"subject": "Your estimate\x0bBcc: someone@example.net", "body": BODY},
+    {"subject": "Your estimate\x85", "body": BODY},
+    {"subject": "Your estimate", "body": "Hi Pat \ud800"},
+    {"subject": "Your \udc80 estimate", "body": BODY},
+])
+async def test_executor_email_bad_text_rejected(seeded: str, anthropic_server: AnthropicServer, smtp_server: Any,
+                                                make_executor: MakeExecutor, arguments: dict[str, Any]) -> None:
+    controller, mailbox = smtp_server
+    anthropic_server.push(tool_use("send_email", arguments), text("Could not send."))
+    harness = make_executor(make_settings(anthropic_server, smtp=controller), seeded)
+
+    result = await harness.executor.execute(make_request(seeded, rule=make_rule(tools=("send_email",))))
+
+    assert mailbox.messages == []
+    assert result.outcome == "failed"
+    assert ledger_rows(seeded) == []
+    assert any(entry["type"] == "tool_result" and entry["is_error"] for entry in result.transcript)
