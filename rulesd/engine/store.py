@@ -107,6 +107,26 @@ async def insert_enrollments(
     return {(row[1], row[2]): int(row[0]) for row in await cursor.fetchall()}
 
 
+async def enrolled_keys(conn: psycopg.AsyncConnection[Any], keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Return the (rule id, key) pairs among ``keys`` that have an enrollment in any status (``enroll.once``).
+
+    NOTE: no index covers (rule_id, enrollment_key) in every status, so
+    this reads the rule's enrollments through ``workflow_instances_rule_enrolled``;
+    a rule with a long history costs a longer read per pass.
+    """
+    if not keys:
+        return set()
+    cursor = await conn.execute(
+        """
+        SELECT DISTINCT i.rule_id, i.enrollment_key
+          FROM unnest(%(rule_ids)s::text[], %(keys)s::text[]) AS k (rule_id, enrollment_key)
+          JOIN workflow_instances AS i ON i.rule_id = k.rule_id AND i.enrollment_key = k.enrollment_key
+        """,
+        {"rule_ids": [key[0] for key in keys], "keys": [key[1] for key in keys]},
+    )
+    return {(row[0], row[1]) for row in await cursor.fetchall()}
+
+
 async def stop_active_by_keys(
     conn: psycopg.AsyncConnection[Any], stops: list[tuple[str, str, str]], now: datetime | None
 ) -> list[tuple[int, str]]:

@@ -228,7 +228,10 @@ class TriggerEngine:
         result: PassResult,
     ) -> None:
         """Insert the enrollments of one pass in bulk, after the flood guard and ``on_retrigger: restart``."""
-        chosen = await self._flood_guard(conn, _deduplicate(candidates), paused, result)
+        # Keys a once-only rule already enrolled go before the flood
+        # guard counts, so they cannot pause the rule.
+        candidates = await self._drop_enrolled_once(conn, _deduplicate(candidates))
+        chosen = await self._flood_guard(conn, candidates, paused, result)
         sql_now = self._clock.sql_now()
         restarts = [
             (c.rule.id, c.key, f"restarted by event {c.event.id} ({c.event.entity} {c.event.kind})")
@@ -247,6 +250,27 @@ class TriggerEngine:
             if instance_id is not None:
                 metrics.ENROLLMENTS.labels(candidate.rule.id).inc()
                 result.enrolled.append(instance_id)
+
+    async def _drop_enrolled_once(
+        self, conn: psycopg.AsyncConnection[Any], candidates: list[_Candidate]
+    ) -> list[_Candidate]:
+        """Drop the candidates of ``enroll.once`` rules whose key was ever enrolled, whatever that enrollment's status."""
+        once = [(c.rule.id, c.key) for c in candidates if c.rule.enroll.once]
+        if not once:
+            return candidates
+        enrolled = await store.enrolled_keys(conn, once)
+        kept: list[_Candidate] = []
+        for candidate in candidates:
+            if candidate.rule.enroll.once and (candidate.rule.id, candidate.key) in enrolled:
+                logger.debug(
+                    "%s %s was already enrolled in rule %s (key %s) and the rule enrolls a key once",
+                    candidate.event.entity, candidate.event.entity_id, candidate.rule.id, candidate.key,
+                    extra={"event": "enrollment_once", "entity_id": candidate.event.entity_id,
+                           "rule_id": candidate.rule.id, "event_id": candidate.event.id},
+                )
+                continue
+            kept.append(candidate)
+        return kept
 
     def _log_enrollment(self, candidate: _Candidate, instance_id: int | None) -> None:
         event, rule = candidate.event, candidate.rule

@@ -296,8 +296,9 @@ class _RuleBuilder:
         on_retrigger = "ignore"
         if self.usable(("enroll", "on_retrigger")):
             on_retrigger = str(self.get(("enroll", "on_retrigger")))
+        once = self.usable(("enroll", "once")) and self.get(("enroll", "once")) is True
         if not self.usable(("enroll", "key")):
-            return Enroll(trigger.entity, "id", on_retrigger)  # type: ignore[arg-type]
+            return Enroll(trigger.entity, "id", on_retrigger, once)  # type: ignore[arg-type]
         key = str(self.get(("enroll", "key")))
         parts = tuple(key.split("."))
         assert self.scope is not None
@@ -311,7 +312,7 @@ class _RuleBuilder:
             offset = sum(len(part) + 1 for part in parts[: exc.part])
             self.source.report(("enroll", "key"), f"enroll.key: {exc.message}", offset=offset, code="unknown-field")
             return None
-        return Enroll(resolved.alias, resolved.name, on_retrigger)  # type: ignore[arg-type]
+        return Enroll(resolved.alias, resolved.name, on_retrigger, once)  # type: ignore[arg-type]
 
     # Conditions, templates, durations and windows.
 

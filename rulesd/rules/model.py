@@ -90,6 +90,7 @@ class Enroll:
     key_alias: str
     key_column: str = "id"
     on_retrigger: Retrigger = "ignore"
+    once: bool = False  # at most one enrollment per key ever, whatever its end state
 
 
 @dataclass(frozen=True)

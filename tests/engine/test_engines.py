@@ -284,3 +284,30 @@ def test_rule_reload_error_and_removal(database_url: str, tmp_path: Path) -> Non
     assert status == "cancelled"
     assert reason == "rule follow-up was removed from the rule set"
     assert rows(database_url, "SELECT rule_id FROM workflow_definitions ORDER BY rule_id") == [("follow-up",), ("other",)]
+
+
+def test_trigger_enroll_once_skips_ended_keys(database_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "once.yaml"
+    path.write_text(
+        RULE.format(rule_id="once", kind="updated", on_retrigger="ignore").replace(
+            "  on_retrigger: ignore\n", "  on_retrigger: ignore\n  once: true\n"
+        ),
+        encoding="utf-8",
+    )
+    again = write_rule(tmp_path, rule_id="again")
+    seed(database_url, 10)
+
+    async def scenario() -> None:
+        async with open_engines(database_url, [path, again], CountingExecutor()) as engines:
+            await engines.triggers.drain()  # the insert: not an update
+            touch(database_url, 10, name="Furnace")
+            await engines.triggers.drain()
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("UPDATE workflow_instances SET status = 'completed', next_run_at = NULL")
+            touch(database_url, 10, name="Boiler")
+            await engines.triggers.drain()
+
+    anyio.run(scenario)
+    counts = rows(database_url, "SELECT rule_id, count(*) FROM workflow_instances GROUP BY rule_id ORDER BY rule_id")
+    assert counts == [("again", 2), ("once", 1)]
+    assert rows(database_url, "SELECT count(*) FROM workflow_events WHERE processed_at IS NULL") == [(0,)]
