@@ -110,9 +110,8 @@ async def insert_enrollments(
 async def enrolled_keys(conn: psycopg.AsyncConnection[Any], keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """Return the (rule id, key) pairs among ``keys`` that have an enrollment in any status (``enroll.once``).
 
-    NOTE: no index covers (rule_id, enrollment_key) in every status, so
-    this reads the rule's enrollments through ``workflow_instances_rule_enrolled``;
-    a rule with a long history costs a longer read per pass.
+    The index ``workflow_instances_rule_key`` makes this one probe per key,
+    however long the rule's history.
     """
     if not keys:
         return set()
