@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -100,8 +101,14 @@ class TokenProvider:
             )
         try:
             payload = response.json()
-            value = str(payload["access_token"])
+            value = payload["access_token"]
             lifetime = float(payload.get("expires_in", 900))
+            # A null token would be sent as "Bearer None", and a lifetime that is not a
+            # positive number would make every request fetch a new token.
+            if not isinstance(value, str) or not value.isprintable() or value != value.strip() or not value:
+                raise ValueError("access_token is invalid")
+            if not math.isfinite(lifetime) or lifetime <= 0:
+                raise ValueError("expires_in is invalid")
         except (ValueError, KeyError, TypeError) as exc:
             raise TransientAPIError(
                 f"token response from {self._token_url} is not a valid token JSON body",

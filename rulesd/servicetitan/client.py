@@ -388,6 +388,12 @@ class ServiceTitanClient:
             response = await self._http.get(url, params=params, headers=headers)
         except httpx.TimeoutException as exc:
             raise _RetryableFailure(f"timed out ({type(exc).__name__})") from exc
+        except httpx.LocalProtocolError:
+            # h11's message quotes the offending header value, which is the token or the app key.
+            raise ConfigError(
+                f"GET {endpoint}: a request header is invalid",
+                hint="check SERVICE_TITAN_APP_KEY for spaces or line breaks",
+            ) from None
         except httpx.TransportError as exc:
             # A body cut short before Content-Length arrives here as RemoteProtocolError.
             raise _RetryableFailure(f"connection failed ({type(exc).__name__}: {exc})") from exc

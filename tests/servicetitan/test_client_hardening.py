@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from rulesd.config import ServiceTitanSettings
-from rulesd.errors import ServiceTitanError, TransientAPIError
+from rulesd.errors import ConfigError, ServiceTitanError, TransientAPIError
 from rulesd.servicetitan.catalog import ENTITIES
 from rulesd.servicetitan.client import ServiceTitanClient
 from rulesd.servicetitan.records import convert_value, extract_columns, parse_datetime, parse_money
@@ -31,8 +31,10 @@ Reply = tuple[int, dict[str, str], Any]
 class ScriptedServer:
     """Serve a token on POST, and ``replies`` in order on GET (the last one repeats)."""
 
-    def __init__(self, replies: list[Reply]) -> None:
+    def __init__(self, replies: list[Reply], token_body: Any = None) -> None:
         self.replies = replies
+        self.token_body = token_body if token_body is not None else {"access_token": TOKEN, "expires_in": 900}
+        self.token_requests = 0
         self.api_requests: list[str] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -51,7 +53,8 @@ class ScriptedServer:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
-                self._send(200, {}, {"access_token": TOKEN, "expires_in": 900})
+                server.token_requests += 1
+                self._send(200, {}, server.token_body)
 
             def do_GET(self) -> None:
                 server.api_requests.append(self.path)
@@ -200,3 +203,38 @@ def test_convert_value_integer_out_of_range() -> None:
 def test_extract_columns_non_object_record() -> None:
     with pytest.raises(ValueError, match="not a JSON object"):
         extract_columns(ENTITIES["invoice"], [1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("token_body", [
+    {"access_token": None, "expires_in": 900},
+    {"access_token": "", "expires_in": 900},
+    {"access_token": TOKEN + "\n", "expires_in": 900},
+    {"access_token": TOKEN, "expires_in": -1},
+    {"access_token": TOKEN, "expires_in": "NaN"},
+])
+def test_token_response_invalid(token_body: dict[str, Any]) -> None:
+    body = {"data": [{"id": 1}], "hasMore": False}
+
+    with ScriptedServer([(200, {}, body)], token_body) as server, pytest.raises(TransientAPIError) as raised:
+        run(list_pages(settings_for(server)))
+
+    assert "not a valid token JSON body" in raised.value.message
+    assert server.api_requests == []
+    assert SECRET not in str(raised.value)
+
+
+def test_app_key_with_line_break_not_echoed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    with ScriptedServer([(200, {}, {"data": [], "hasMore": False})]) as server, pytest.raises(ConfigError) as raised:
+        settings = settings_for(server)
+        settings = ServiceTitanSettings(**{**settings.__dict__, "app_key": APP_KEY + "\n"})
+        run(list_pages(settings))
+
+    assert "SERVICE_TITAN_APP_KEY" in str(raised.value.hint)
+    assert APP_KEY not in str(raised.value)
+    assert raised.value.__cause__ is None
+    # httpcore's own DEBUG trace quotes the header too; only rulesd's lines are checked here.
+    for record in caplog.records:
+        if record.name.startswith("rulesd"):
+            assert APP_KEY not in record.getMessage()
