@@ -392,8 +392,14 @@ class EntitySync:
         cursor: str | None,
         log_id: int,
     ) -> tuple[UpsertCounts, list[RecordFailure]]:
+        # An initial or full batch writes no events, and its checkpoint
+        # commits with it, so a commit lost in a server crash is simply read
+        # again: it need not wait for the WAL flush. Incremental batches
+        # write events and keep the server's synchronous_commit.
         if plan.kind != "incremental":
-            await conn.execute("SELECT set_config('rulesd.suppress_events', 'on', true)")
+            await conn.execute(
+                "SELECT set_config('rulesd.suppress_events', 'on', true), set_config('synchronous_commit', 'off', true)"
+            )
         counts, failures = await upserter.write(conn, records)
         await self._save_cursor(conn, plan, cursor)
         await state.add_log_counts(conn, log_id, counts)
