@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import anyio
 import click
@@ -41,6 +43,7 @@ def run(
     metrics_port: int | None,
 ) -> None:
     """Run the workflow engine until SIGINT or SIGTERM; SIGHUP reloads the rules."""
+    _guard_start_up_signals()
     settings = context.settings
     url = context.database_url_or_start()
     if not no_migrate:
@@ -50,3 +53,16 @@ def run(
     options = DaemonOptions(rules_paths=paths, dry_run=dry_run, sync=not no_sync, metrics_port=metrics_port)
     daemon = Daemon(settings, url, options)
     anyio.run(daemon.run, backend="asyncio")
+
+
+def _guard_start_up_signals() -> None:
+    # Until the daemon installs its own handlers, a SIGHUP (a reload asked
+    # for too early: the rules are read at start anyway) must not kill the
+    # process, and a SIGTERM must unwind normally so an embedded Postgres
+    # this process started is stopped rather than left running.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
