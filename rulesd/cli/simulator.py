@@ -33,9 +33,12 @@ def simulator() -> None:
 @click.option("--tenant-id", default=1000, show_default=True, type=int, help="Tenant id.")
 @click.option("--activity", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Live changes per minute (new jobs, sold estimates, payments...).")
-@click.option("--client-id", default="cid.simulator", show_default=True)
-@click.option("--client-secret", default="cs.simulator-secret", show_default=True)
-@click.option("--app-key", default="ak1.simulator", show_default=True)
+@click.option("--client-id", default="cid.simulator", show_default=True,
+              help="Client id the token endpoint accepts.")
+@click.option("--client-secret", default="cs.simulator-secret", show_default=True,
+              help="Client secret the token endpoint accepts (a test value, not a real secret).")
+@click.option("--app-key", default="ak1.simulator", show_default=True,
+              help="ST-App-Key header value every API request must carry.")
 @click.option("--rate-limit", type=float, default=None,
               help="Respond with 429 above this many requests per second. Default: no limit.")
 @click.option("--warm", is_flag=True,
@@ -74,16 +77,16 @@ def serve(
     )
     server.faults.rate_limit = rate_limit
     click.echo(
-        f"ServiceTitan simulator: {total:,} records ({count:,} customers, seed {seed}) "
+        f"# ServiceTitan simulator: {total:,} records ({count:,} customers, seed {seed}) "
         f"ready in {time.monotonic() - started:.1f} s"
     )
-    click.echo(f"  SERVICE_TITAN_AUTH_URL={server.base_url}")
-    click.echo(f"  SERVICE_TITAN_API_URL={server.base_url}")
-    click.echo(f"  SERVICE_TITAN_TENANT_ID={tenant_id}")
-    click.echo(f"  SERVICE_TITAN_CLIENT_ID={client_id}")
-    click.echo(f"  SERVICE_TITAN_CLIENT_SECRET={client_secret}")
-    click.echo(f"  SERVICE_TITAN_APP_KEY={app_key}")
-    click.echo(f"  admin API: {server.base_url}/_sim/ (counts, changes, faults, stats)")
+    click.echo(f"  export SERVICE_TITAN_AUTH_URL={server.base_url}")
+    click.echo(f"  export SERVICE_TITAN_API_URL={server.base_url}")
+    click.echo(f"  export SERVICE_TITAN_TENANT_ID={tenant_id}")
+    click.echo(f"  export SERVICE_TITAN_CLIENT_ID={client_id}")
+    click.echo(f"  export SERVICE_TITAN_CLIENT_SECRET={client_secret}")
+    click.echo(f"  export SERVICE_TITAN_APP_KEY={app_key}")
+    click.echo(f"# admin API: {server.base_url}/_sim/ (counts, changes, faults, stats)")
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.stop, daemon=True).start()

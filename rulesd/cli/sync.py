@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from rulesd.cli.context import CliContext
+from rulesd.servicetitan.client import check_credentials
 from rulesd.config import Settings
 from rulesd.db import migrate
 from rulesd.errors import SyncError
@@ -66,6 +67,8 @@ def sync(
     if schedule and (kind or entities):
         raise click.UsageError("--schedule syncs every entity on the configured schedule; drop --initial, --full and --entity")
     settings = context.settings
+    # Missing credentials are reported before the database is started or migrated.
+    check_credentials(settings.servicetitan)
     url = context.database_url_or_start()
     if not no_migrate:
         for name in migrate.upgrade(url):

@@ -571,3 +571,8 @@ def resolve_urls(settings: ServiceTitanSettings) -> tuple[str, str]:
         auth_url = auth_url[: -len(TOKEN_PATH)]
     api_url = (settings.api_url or preset_api).rstrip("/")
     return auth_url, api_url
+
+
+def check_credentials(settings: ServiceTitanSettings) -> None:
+    """Raise ``ConfigError`` naming every missing credential, before anything is started."""
+    ServiceTitanClient._check_credentials(settings)
