@@ -124,7 +124,10 @@ class Scope:
         if relation is not None:
             return f"'{alias}.{name}' is a related row, not a field: write {name}.<field>"
         names = [column.name for column in entity.all_columns]
-        return f"unknown field '{alias}.{name}'{did_you_mean(name, names)}"
+        suggestion = did_you_mean(name, names)
+        if suggestion:
+            return f"unknown field '{alias}.{name}'{suggestion}"
+        return f"unknown field '{alias}.{name}'; fields of {entity.name}: {', '.join(names)}"
 
 
 @lru_cache(maxsize=None)
