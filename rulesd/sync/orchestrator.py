@@ -352,9 +352,10 @@ class EntitySync:
         cursor: str | None,
         log_id: int,
     ) -> UpsertCounts:
-        # Triggers of other features write shared tables (the contact triggers
-        # write suppressions), so two entities' batches can deadlock. Postgres
-        # rolls the victim back whole, and the batch is simply written again.
+        # Triggers of other features write shared tables, so two entities'
+        # batches can deadlock. The contact triggers' writes to suppressions
+        # take an advisory lock first. In any other case Postgres rolls the
+        # victim back whole, and the batch is simply written again.
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             try:
                 async with conn.transaction():
@@ -394,7 +395,7 @@ class EntitySync:
     ) -> tuple[UpsertCounts, list[RecordFailure]]:
         # An initial or full batch writes no events, and its checkpoint
         # commits with it, so a commit lost in a server crash is simply read
-        # again: it need not wait for the WAL flush. Incremental batches
+        # again and need not wait for the WAL flush. Incremental batches
         # write events and keep the server's synchronous_commit.
         if plan.kind != "incremental":
             await conn.execute(
