@@ -130,12 +130,10 @@ class ExecutionEngine:
 
     async def _renew_lease(self, claim: store.Claim) -> None:
         # A third of the lease leaves two chances to renew before it expires.
-        # The lease runs on the engine clock, so a scaled clock renews in
-        # fewer real seconds; a fake clock only moves when a test moves it.
+        # Leases expire on the database's real clock, whatever the engine clock is.
         third = self._settings.lease / 3
         while True:
-            interval = self._clock.seconds_until(self._clock.now() + third)
-            await anyio.sleep(third.total_seconds() if interval is None else interval)
+            await anyio.sleep(third.total_seconds())
             try:
                 async with self._pool.connection() as conn:
                     renewed = await store.renew_lease(conn, claim, self.owner, self._settings.lease, self._clock.sql_now())

@@ -260,8 +260,11 @@ async def claim_due(
 ) -> list[Claim]:
     """Claim up to ``limit`` due enrollments with a lease, in one statement.
 
-    Claiming moves ``next_run_at`` to the lease expiry: if this daemon
-    dies, the enrollment becomes due again when the lease runs out.
+    Claiming moves ``next_run_at`` one lease length ahead on the engine
+    clock: if this daemon dies, the enrollment becomes due again. The lease
+    itself expires on the database's real clock, so a test's fake clock or
+    the demo's scaled clock jumping ahead while a step runs cannot hand the
+    same step to a second worker.
     """
     if limit <= 0 or not rule_ids:
         return []
@@ -271,12 +274,13 @@ async def claim_due(
             UPDATE workflow_instances AS i
                SET lease_owner = %(owner)s,
                    lease_token = i.lease_token + 1,
-                   lease_expires_at = {NOW} + %(lease)s,
+                   lease_expires_at = now() + %(lease)s,
                    next_run_at = {NOW} + %(lease)s,
                    updated_at = {NOW}
               FROM (
                     SELECT id, next_run_at AS due_at FROM workflow_instances
                      WHERE status = 'active' AND next_run_at <= {NOW} AND rule_id = ANY(%(rule_ids)s)
+                       AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                      ORDER BY next_run_at
                      LIMIT %(limit)s
                        FOR UPDATE SKIP LOCKED
@@ -314,7 +318,7 @@ async def renew_lease(
     cursor = await conn.execute(
         f"""
         UPDATE workflow_instances
-           SET lease_expires_at = {NOW} + %(lease)s, next_run_at = {NOW} + %(lease)s
+           SET lease_expires_at = now() + %(lease)s, next_run_at = {NOW} + %(lease)s
          WHERE id = %(id)s AND lease_token = %(token)s AND lease_owner = %(owner)s AND status = 'active'
         """,
         {"id": claim.instance_id, "token": claim.lease_token, "owner": owner, "lease": lease, "now": now},

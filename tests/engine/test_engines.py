@@ -233,6 +233,11 @@ def test_execution_deferral_does_not_count_attempt(database_url: str, tmp_path: 
     ]
 
 
+def expire_leases(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE workflow_instances SET lease_expires_at = now() - interval '1 second'")
+
+
 def test_execution_expired_lease_cannot_write_back(database_url: str, tmp_path: Path) -> None:
     rule = write_rule(tmp_path)
     seed(database_url, 10)
@@ -247,7 +252,11 @@ def test_execution_expired_lease_cannot_write_back(database_url: str, tmp_path: 
                 clock.advance(timedelta(hours=2))
                 [stale] = await engines.execution.claim(1)
                 # The first daemon stalls past its lease; the second takes over.
+                # Leases expire on the database's real clock, so moving the
+                # fake clock alone must not free the enrollment.
                 clock.advance(timedelta(minutes=5))
+                assert await other.execution.claim(1) == []
+                expire_leases(database_url)
                 [fresh] = await other.execution.claim(1)
                 assert fresh.lease_token == stale.lease_token + 1
                 late = await engines.execution.run_claim(stale)
