@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from rulesd.config import EngineSettings
 from rulesd.engine import metrics, store
 from rulesd.engine.clock import Clock
+from rulesd.engine.evaluate import evaluate_condition
 from rulesd.engine.executor import StepExecutor, StepRequest, StepResult
 from rulesd.engine.rows import load_rows
 from rulesd.engine.ruleset import RuleSet
@@ -169,9 +170,9 @@ class ExecutionEngine:
         if rows.get(claim.entity) is None:
             reason = f"{claim.entity} {claim.entity_id} no longer exists in the mirror"
             return await self._finish(claim, "stopped", step.name, reason)
-        if rule.stop_if is not None and _evaluate(rule.stop_if, context, rule, "stop_if"):
+        if rule.stop_if is not None and evaluate_condition(rule.stop_if, context, rule, "stop_if"):
             return await self._finish(claim, "stopped", step.name, f"stop_if held before step {step.name}: {rule.stop_if.source}")
-        if step.when is not None and not _evaluate(step.when, context, rule, f"step {step.name} when"):
+        if step.when is not None and not evaluate_condition(step.when, context, rule, f"step {step.name} when"):
             return await self._skip(claim, rule, step, f"when was false: {step.when.source}")
         if step.window is not None:
             allowed = step.window.next_allowed(now, self._timezone)
@@ -331,14 +332,3 @@ class ExecutionEngine:
             )
         else:
             logger.info("step %s of enrollment %s: %s %s", step.name, claim.instance_id, outcome, detail, extra=extra)
-
-
-def _evaluate(condition: Any, context: EvalContext, rule: Rule, where: str) -> bool:
-    try:
-        return bool(condition.evaluate(context))
-    except Exception:  # noqa: BLE001 - a broken condition must not stop the daemon
-        logger.exception(
-            "evaluating %s of rule %s failed; treating it as false", where, rule.id,
-            extra={"event": "condition_failed", "rule_id": rule.id},
-        )
-        return False

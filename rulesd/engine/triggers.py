@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from rulesd.config import EngineSettings
 from rulesd.engine import metrics, store
 from rulesd.engine.clock import Clock
+from rulesd.engine.evaluate import evaluate_condition
 from rulesd.engine.rows import RowCache, Rows, load_rows
 from rulesd.engine.ruleset import RuleSet
 from rulesd.rules.model import EvalContext, Rule
@@ -199,7 +200,7 @@ class TriggerEngine:
                                "entity": event.entity, "entity_id": event.entity_id},
                     )
                     continue
-                if rule.trigger.condition is not None and not _evaluate(rule.trigger.condition, context, rule, "if"):
+                if rule.trigger.condition is not None and not evaluate_condition(rule.trigger.condition, context, rule, "if"):
                     continue
                 candidate = self._candidate(rule, event, event_rows)
                 if candidate is not None:
@@ -351,7 +352,7 @@ class TriggerEngine:
             for instance_id, entity_id in instances:
                 own_event = last_event.get(entity_id) if entity == rule.trigger.entity else None
                 context = EvalContext(rows=rows[entity_id], now=now, event=own_event.as_context() if own_event else {})
-                if not _evaluate(rule.stop_if, context, rule, "stop_if"):
+                if not evaluate_condition(rule.stop_if, context, rule, "stop_if"):
                     continue
                 cause = own_event or events[-1]
                 reason = f"stop_if held after {cause.entity} {cause.entity_id} {_describe(cause)}: {rule.stop_if.source}"
@@ -478,16 +479,6 @@ def _new_enrollment(candidate: _Candidate) -> store.NewEnrollment:
         location_id=_party_id(event.entity, trigger_row, "location"),
     )
 
-
-def _evaluate(condition: Any, context: EvalContext, rule: Rule, where: str) -> bool:
-    try:
-        return bool(condition.evaluate(context))
-    except Exception:  # noqa: BLE001 - a broken condition must not stop the daemon
-        logger.exception(
-            "evaluating %s of rule %s failed; treating it as false", where, rule.id,
-            extra={"event": "condition_failed", "rule_id": rule.id},
-        )
-        return False
 
 
 def _enrollment_key(rule: Rule, rows: Rows, event: Event) -> str | None:
