@@ -347,7 +347,9 @@ def cast_expression(column: Column) -> sql.Composable:
 
     Postgres parses the casts itself: numbers sent as strings (accounting
     money), timestamps with seven fractional digits, ``true``/``false``.
-    Empty strings become null for every non-text type.
+    Empty strings become null for every non-text type, and thousands
+    separators are dropped from money (``"1,234.50"``), since Postgres's
+    numeric cast rejects them.
     """
     assert column.source is not None
     path = column.source.split(".")
@@ -356,6 +358,8 @@ def cast_expression(column: Column) -> sql.Composable:
     text = _json_path(path, as_text=True)
     if column.type == "text":
         return text
+    if column.type == "numeric":
+        text = sql.SQL("replace({}, ',', '')").format(text)
     return sql.SQL("NULLIF({}, '')::{}").format(text, sql.SQL(column.type))
 
 

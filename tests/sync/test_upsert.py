@@ -128,6 +128,15 @@ def test_upsert_empty_strings_become_null(database_url: str) -> None:
     assert row == (None, None, None)
 
 
+def test_upsert_money_with_thousands_separator(database_url: str) -> None:
+    counts = run(upsert(database_url, "invoice", [invoice(1, total="1,234.50", balance="12,000")]))
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT total, balance FROM st_invoices WHERE id = 1").fetchone()
+    assert counts.failed == 0
+    assert row == (Decimal("1234.50"), Decimal("12000"))
+
+
 def test_upsert_bad_value_keeps_raw_and_counts_failed(database_url: str) -> None:
     records = [invoice(1), invoice(2, total="twelve dollars"), invoice(3)]
 
