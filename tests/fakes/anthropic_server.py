@@ -27,10 +27,11 @@ import json
 import math
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
-DEFAULT_LIFETIME = 300.0  # seconds; the server shuts itself down after this
+from tests.fakes.loopback import DEFAULT_LIFETIME, LoopbackServer
+
 # The minimum cacheable prefix for Claude Sonnet 4.5 in Anthropic's prompt caching
 # documentation; Claude Haiku 4.5 and Opus 4.5 need 4,096.
 MIN_CACHEABLE_TOKENS = 1024
@@ -106,21 +107,12 @@ class AnthropicState:
     ids: Any = field(default_factory=lambda: itertools.count(1))
 
 
-class AnthropicServer:
+class AnthropicServer(LoopbackServer):
     """Start with ``start()``, queue replies with ``push()``, read ``requests`` and ``problems``."""
 
     def __init__(self, *, lifetime: float = DEFAULT_LIFETIME) -> None:
         self.state = AnthropicState()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-anthropic", daemon=True)
-        self._timer = threading.Timer(lifetime, self.stop)
-        self._timer.daemon = True
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(_handler(self.state), name="fake-anthropic", lifetime=lifetime)
 
     @property
     def requests(self) -> list[Recorded]:
@@ -138,15 +130,6 @@ class AnthropicServer:
         """Serve ``item`` whenever the script is empty (otherwise an empty script is a 500)."""
         self.state.default = item
 
-    def start(self) -> "AnthropicServer":
-        self._thread.start()
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        self._timer.cancel()
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def _handler(state: AnthropicState) -> type[BaseHTTPRequestHandler]:

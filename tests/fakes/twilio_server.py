@@ -19,11 +19,12 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-DEFAULT_LIFETIME = 300.0  # seconds; the server shuts itself down after this
+from tests.fakes.loopback import DEFAULT_LIFETIME, LoopbackServer
+
 MAX_BODY_LENGTH = 1600  # characters; Twilio's limit for one message
 _PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>AC[0-9a-zA-Z]+)/Messages\.json$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -49,21 +50,12 @@ class TwilioState:
     ids: Any = field(default_factory=lambda: itertools.count(1))
 
 
-class TwilioServer:
+class TwilioServer(LoopbackServer):
     """Start with ``start()``; ``opt_out(number)`` and ``fail_next(...)`` script errors."""
 
     def __init__(self, *, lifetime: float = DEFAULT_LIFETIME) -> None:
         self.state = TwilioState()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-twilio", daemon=True)
-        self._timer = threading.Timer(lifetime, self.stop)
-        self._timer.daemon = True
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(_handler(self.state), name="fake-twilio", lifetime=lifetime)
 
     @property
     def messages(self) -> list[SentMessage]:
@@ -75,15 +67,6 @@ class TwilioServer:
     def fail_next(self, status: int, code: int, message: str = "scripted failure") -> None:
         self.state.failures.append((status, code, message))
 
-    def start(self) -> "TwilioServer":
-        self._thread.start()
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        self._timer.cancel()
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def _error(status: int, code: int, message: str) -> dict[str, Any]:
