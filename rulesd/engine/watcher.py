@@ -20,11 +20,11 @@ from psycopg_pool import AsyncConnectionPool
 from rulesd.engine.clock import Clock
 from rulesd.engine.ruleset import RuleSet, cancel_unloaded, load_rule_set, store_definitions
 from rulesd.errors import RuleError
+from rulesd.rules.loader import RULE_SUFFIXES, SCENARIO_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 2.0  # seconds between scans of the rules directory
-RULE_SUFFIXES = (".yaml", ".yml")
 
 Fingerprint = tuple[tuple[str, int, int], ...]
 
@@ -92,9 +92,14 @@ def fingerprint(paths: Sequence[Path]) -> Fingerprint:
     """Return the name, size and modification time of every rule file under ``paths``."""
     found: list[tuple[str, int, int]] = []
     for root in paths:
-        files = [root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = sorted(root.rglob("*"))
+        else:
+            files = []
         for path in files:
-            if path.suffix not in RULE_SUFFIXES or path.name.endswith((".test.yaml", ".test.yml")):
+            if path.suffix not in RULE_SUFFIXES or path.name.endswith(SCENARIO_SUFFIXES):
                 continue
             try:
                 stat = path.stat()
