@@ -31,7 +31,7 @@ DEFAULT_CONFIG_FILE = "rulesd.yaml"
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """Where the Postgres database is; with no URL, rulesd starts an embedded one."""
+    """The Postgres database. With no URL, rulesd starts an embedded one."""
 
     url: str | None = field(default=None, repr=False)  # may contain a password
     data_dir: str = ".rulesd/pgdata"
@@ -94,7 +94,7 @@ class BusinessSettings:
 
 @dataclass(frozen=True)
 class AgentSettings:
-    """How Claude is called. The API key is read from ANTHROPIC_API_KEY."""
+    """Settings for calling Claude. The API key is read from ANTHROPIC_API_KEY."""
 
     model: str = "claude-sonnet-4-5"
     max_tokens: int = 1024
@@ -109,7 +109,7 @@ class AgentSettings:
 
 @dataclass(frozen=True)
 class MessagingSettings:
-    """Guards that apply to every message, whatever the rule says."""
+    """Guards that apply to every message, whatever the rule contains."""
 
     dry_run: bool | None = None  # None: dry run unless a provider is configured
     quiet_hours: str = "21:00-08:00"

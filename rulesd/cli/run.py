@@ -56,10 +56,10 @@ def run(
 
 
 def _guard_start_up_signals() -> None:
-    # Until the daemon installs its own handlers, a SIGHUP (a reload asked
-    # for too early: the rules are read at start anyway) must not kill the
-    # process, and a SIGTERM must unwind normally so an embedded Postgres
-    # this process started is stopped rather than left running.
+    # Until the daemon installs its own handlers, a SIGHUP must not kill the
+    # process: the rules are read at start anyway, so an early reload request
+    # can be dropped. A SIGTERM must unwind normally, so that an embedded
+    # Postgres this process started is stopped rather than left running.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 

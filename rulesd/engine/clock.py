@@ -54,7 +54,7 @@ class SystemClock:
 
 
 class FakeClock:
-    """A clock that stands still until ``advance`` or ``set`` moves it.
+    """A clock that does not move until ``advance`` or ``set`` moves it.
 
     Waiting engine loops subscribe an event and are woken when time jumps,
     so days pass in milliseconds.

@@ -1,9 +1,10 @@
 """The execution engine: claim due enrollments with a lease and carry out their current step.
 
-For each claimed enrollment: re-check ``stop_if`` on live rows, skip the
-step when its ``when`` is false, defer it to the window's next opening
-when outside its window, run the executor, record the attempt, and
-advance to the next step or complete. Every write-back is fenced on the
+For each claimed enrollment the engine re-checks ``stop_if`` on live rows
+and skips the step when its ``when`` is false. Outside the step's window
+it defers the step to the window's next opening. Otherwise it runs the
+executor, records the attempt, and advances to the next step or completes
+the enrollment. Every write-back is fenced on the
 lease token, so a step whose lease expired cannot overwrite a newer outcome.
 """
 
@@ -39,7 +40,7 @@ RETRY_MAX = 3600.0  # seconds; the longest wait between retries
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """What happened to one claimed enrollment, for tests and the scenario runner."""
+    """The result of the current step of one claimed enrollment, for tests and the scenario runner."""
 
     instance_id: int
     step: str | None

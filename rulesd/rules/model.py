@@ -19,7 +19,7 @@ TOOL_NAMES = ("send_sms", "send_email")
 
 @dataclass(frozen=True)
 class EvalContext:
-    """What a condition or template is evaluated against.
+    """The data a condition or template is evaluated against.
 
     ``rows`` maps an alias (``estimate``, ``customer``, ``job``…, the names
     ``rulesd.servicetitan.catalog.related_entities`` returns) to that row's
@@ -85,7 +85,7 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Enroll:
-    """How an enrollment is keyed: ``key_alias.key_column`` (default the trigger row's id)."""
+    """The enrollment key: ``key_alias.key_column`` (default the trigger row's id)."""
 
     key_alias: str
     key_column: str = "id"

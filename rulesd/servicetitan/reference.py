@@ -1,7 +1,7 @@
 """Render the entity catalog as the Markdown field reference in ``docs/entities.md``.
 
 Rule authors need to know which fields a condition or placeholder can
-name; the catalog is the source, and a test keeps the page in step with it.
+name. The catalog is the source, and a test keeps the page in step with it.
 """
 
 from __future__ import annotations

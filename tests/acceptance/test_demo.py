@@ -24,7 +24,7 @@ from tests.fakes.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.fakes.twilio_server import TwilioServer
 
 # The story's first step runs about 65 s and its stop about 75 s after the
-# daemon starts, and start-up (imports, Postgres, initial sync) can take a
+# daemon starts. Start-up (imports, Postgres, initial sync) can take a
 # minute on a loaded machine, so the runs get that much margin on top.
 EXIT_AFTER = 160  # real seconds
 MODEL_EXIT_AFTER = 150  # real seconds
