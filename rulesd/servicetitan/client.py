@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -14,15 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-import orjson
 
 from rulesd.config import ServiceTitanSettings
 from rulesd.errors import AuthenticationError, ConfigError, ServiceTitanError, TransientAPIError
 from rulesd.servicetitan.auth import TokenProvider
 from rulesd.servicetitan.catalog import Entity
+from rulesd.servicetitan.pages import MalformedPage, PageBody, RecordArray, decode_page, loads
 from rulesd.servicetitan.ratelimit import RateLimiter, shared_limiter
 
 logger = logging.getLogger(__name__)
@@ -50,23 +49,34 @@ EXPORT_WITH_ACTIVE = frozenset({"appointment", "appointment_assignment"})
 _TITLE_WAIT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b", re.IGNORECASE)
 
 
+PageKind = Literal["export", "list"]
+
+
 @dataclass(frozen=True)
 class ExportPage:
     """One response of an export feed."""
 
-    records: list[dict[str, Any]]
+    array: RecordArray
     continue_from: str
     has_more: bool
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.array.records
 
 
 @dataclass(frozen=True)
 class ListPage:
     """One page of a list endpoint; ``total_count`` is set on the first page only."""
 
-    records: list[dict[str, Any]]
+    array: RecordArray
     page: int
     has_more: bool
     total_count: int | None
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.array.records
 
 
 @dataclass
@@ -200,13 +210,13 @@ class ServiceTitanClient:
                 params["includeRecentChanges"] = "true"
             if entity.name in EXPORT_WITH_ACTIVE:
                 params["active"] = "Any"
-            body = await self._get_json(url, params, envelope=("data", "hasMore", "continueFrom"))
+            body: PageBody = await self._get_json(url, params, page="export")
             page = ExportPage(
-                records=body["data"],
-                continue_from="" if body["continueFrom"] is None else str(body["continueFrom"]),
-                has_more=body["hasMore"],
+                array=body.records,
+                continue_from="" if body.continue_from is None else str(body.continue_from),
+                has_more=body.has_more,
             )
-            self.stats.records += len(page.records)
+            self.stats.records += len(page.array)
             yield page
             if not page.has_more:
                 return
@@ -276,17 +286,17 @@ class ServiceTitanClient:
             params = dict(base, page=str(number))
             if number == 1:
                 params["includeTotal"] = "true"
-            body = await self._get_json(url, params, envelope=("data", "hasMore"))
-            total = body.get("totalCount")
+            body: PageBody = await self._get_json(url, params, page="list")
+            total = body.total_count
             page = ListPage(
-                records=body["data"],
+                array=body.records,
                 page=number,
-                has_more=body["hasMore"],
+                has_more=body.has_more,
                 total_count=total if isinstance(total, int) and not isinstance(total, bool) else None,
             )
-            self.stats.records += len(page.records)
+            self.stats.records += len(page.array)
             yield page
-            if not page.has_more or not page.records:
+            if not page.has_more or not len(page.array):
                 return
             number += 1
 
@@ -297,11 +307,9 @@ class ServiceTitanClient:
 
     async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
         """GET ``{api_url}/{path}`` with auth, rate limit and retries; return the JSON body."""
-        return await self._get_json(f"{self.api_url}/{path.lstrip('/')}", params or {}, envelope=())
+        return await self._get_json(f"{self.api_url}/{path.lstrip('/')}", params or {})
 
-    async def _get_json(
-        self, url: str, params: dict[str, str], *, envelope: tuple[str, ...]
-    ) -> Any:
+    async def _get_json(self, url: str, params: dict[str, str], *, page: PageKind | None = None) -> Any:
         """Run one GET until it succeeds, fails for good, or retries run out."""
         if self._http is None or self._auth is None or self._limiter is None:
             raise RuntimeError("ServiceTitanClient must be used inside 'async with'")
@@ -311,7 +319,7 @@ class ServiceTitanClient:
         attempt = 0
         while True:
             try:
-                return await self._attempt(url, endpoint, params, envelope)
+                return await self._attempt(url, endpoint, params, page)
             except _Unauthorized as unauthorized:
                 self._auth.invalidate(unauthorized.token)
                 if refreshed_after_401:
@@ -365,9 +373,7 @@ class ServiceTitanClient:
         # many workers spread out without collapsing to zero.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def _attempt(
-        self, url: str, endpoint: str, params: dict[str, str], envelope: tuple[str, ...]
-    ) -> Any:
+    async def _attempt(self, url: str, endpoint: str, params: dict[str, str], page: PageKind | None) -> Any:
         assert self._http is not None
         assert self._auth is not None
         assert self._limiter is not None
@@ -406,14 +412,12 @@ class ServiceTitanClient:
             extra={"event": "servicetitan_request", "endpoint": endpoint,
                    "status": response.status_code},
         )
-        return self._handle(response, endpoint, token, envelope)
+        return self._handle(response, endpoint, token, page)
 
-    def _handle(
-        self, response: httpx.Response, endpoint: str, token: str, envelope: tuple[str, ...]
-    ) -> Any:
+    def _handle(self, response: httpx.Response, endpoint: str, token: str, page: PageKind | None) -> Any:
         status = response.status_code
         if status == 200:
-            return _decode_body(response, envelope)
+            return _decode_body(response, page)
 
         error = _error_body(response)
         title = error.get("title")
@@ -460,47 +464,20 @@ class _Unauthorized(Exception):
         self.trace_id = trace_id
 
 
-def _decode_body(response: httpx.Response, envelope: tuple[str, ...]) -> Any:
+def _decode_body(response: httpx.Response, page: PageKind | None) -> Any:
     """Parse a 200 body; a cut or non-JSON body or a malformed paging envelope is retryable."""
     try:
-        body = _loads(response.content)
+        if page is None:
+            return loads(response.content)
+        return decode_page(response.content, export=page == "export")
+    except MalformedPage as exc:
+        raise _RetryableFailure(str(exc), status=200) from exc
     except ValueError as exc:
         raise _RetryableFailure(
             f"invalid JSON body ({len(response.content)} bytes, "
             f"content-type {response.headers.get('content-type', 'none')})",
             status=200,
         ) from exc
-    if envelope:
-        if not isinstance(body, dict) or any(key not in body for key in envelope):
-            raise _RetryableFailure("response body lacks the paging envelope", status=200)
-        if not isinstance(body["data"], list):
-            raise _RetryableFailure("response body 'data' is not a list", status=200)
-        # bool("false") is True, so a string here would page on forever.
-        if not isinstance(body["hasMore"], bool):
-            raise _RetryableFailure(f"response body 'hasMore' is not a boolean: {body['hasMore']!r:.40}",
-                                    status=200)
-        for index, record in enumerate(body["data"]):
-            if not isinstance(record, dict):
-                raise _RetryableFailure(f"response body 'data' item {index} is not an object: {record!r:.40}",
-                                        status=200)
-    return body
-
-
-def _loads(content: bytes) -> Any:
-    """Parse a JSON body with orjson, falling back to the json module for what orjson rejects.
-
-    orjson parses a 5,000-record page several times faster than the json
-    module, which was the sync's largest Python cost. The json module also
-    accepts a leading BOM, NaN and unpaired surrogate escapes, so only a
-    body both reject raises ``ValueError``.
-
-    NOTE: orjson (3.8) reads an integer wider than 64 bits as a float, where
-    the json module kept it exact. The fallback does not cover that case.
-    """
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content)
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:

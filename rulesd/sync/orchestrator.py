@@ -35,6 +35,7 @@ from rulesd.errors import RulesdError, ServiceTitanError, SyncError
 from rulesd.logs import log_context
 from rulesd.servicetitan.catalog import ENTITY_LIST, Entity, get_entity
 from rulesd.servicetitan.client import ServiceTitanClient
+from rulesd.servicetitan.pages import RecordArray
 from rulesd.sync import state
 from rulesd.sync.lock import SyncLock
 from rulesd.sync.progress import NullProgress, ProgressReporter
@@ -76,7 +77,7 @@ class ReadPlan:
 class Chunk:
     """One page from ServiceTitan and the cursor that follows it."""
 
-    records: list[dict[str, Any]]
+    records: RecordArray
     cursor: str | None
     total: int | None = None
 
@@ -323,23 +324,27 @@ class EntitySync:
         """Read every page and write it in batches into ``self.counts``; return the final cursor."""
         upserter = Upserter(self.entity, track_seen=plan.kind == "full")
         batch_size = max(1, self.settings.sync.batch_size)
-        pending: list[dict[str, Any]] = []
+        pending: list[RecordArray] = []
+        pending_count = 0
         cursor = plan.cursor
 
         async with aclosing(self._read_ahead(plan)) as chunks:
             async for chunk in chunks:
                 if chunk.total is not None:
                     self.reporter.set_total(self.entity.name, chunk.total)
-                pending.extend(chunk.records)
+                pending.append(chunk.records)
+                pending_count += len(chunk.records)
                 cursor = chunk.cursor
-                if len(pending) < batch_size:
+                if pending_count < batch_size:
                     continue
-                self.counts = self.counts + await self._write_batch(conn, upserter, plan, pending, cursor, log_id)
-                pending = []
+                batch = RecordArray.concat(pending)
+                self.counts = self.counts + await self._write_batch(conn, upserter, plan, batch, cursor, log_id)
+                pending, pending_count = [], 0
                 self.reporter.advance(self.entity.name, self.counts)
 
         # The last page may be empty but still carries the cursor to keep.
-        self.counts = self.counts + await self._write_batch(conn, upserter, plan, pending, cursor, log_id)
+        batch = RecordArray.concat(pending) if pending else RecordArray(None, None, [])
+        self.counts = self.counts + await self._write_batch(conn, upserter, plan, batch, cursor, log_id)
         self.reporter.advance(self.entity.name, self.counts)
         return cursor
 
@@ -348,7 +353,7 @@ class EntitySync:
         conn: psycopg.AsyncConnection[Any],
         upserter: Upserter,
         plan: ReadPlan,
-        records: list[dict[str, Any]],
+        records: RecordArray,
         cursor: str | None,
         log_id: int,
     ) -> UpsertCounts:
@@ -389,7 +394,7 @@ class EntitySync:
         conn: psycopg.AsyncConnection[Any],
         upserter: Upserter,
         plan: ReadPlan,
-        records: list[dict[str, Any]],
+        records: RecordArray,
         cursor: str | None,
         log_id: int,
     ) -> tuple[UpsertCounts, list[RecordFailure]]:
@@ -479,12 +484,12 @@ class EntitySync:
                 entity, continue_from=plan.cursor, include_recent_changes=plan.kind == "incremental"
             )
             async for page in pages:
-                yield Chunk(page.records, page.continue_from)
+                yield Chunk(page.array, page.continue_from)
             return
 
         list_pages = self.client.iter_list(entity, modified_on_or_after=plan.since)
         async for list_page in list_pages:
-            yield Chunk(list_page.records, f"page {list_page.page}", list_page.total_count)
+            yield Chunk(list_page.array, f"page {list_page.page}", list_page.total_count)
 
     def _log_failures(self, failures: list[RecordFailure]) -> None:
         for failure in failures:

@@ -1,6 +1,7 @@
 """Bulk upsert of API records into a mirror table.
 
-A batch is sent as one JSON array parameter, and one ``INSERT … SELECT …
+A batch is sent as one JSON array parameter (the text of the pages as
+they arrived, when every record has a distinct integer id), and one ``INSERT … SELECT …
 FROM jsonb_array_elements(…) ON CONFLICT DO UPDATE … WHERE … IS DISTINCT
 FROM`` fills the typed columns with SQL casts from each record. A row whose
 record did not change is not written, so it costs no I/O and its trigger
@@ -25,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from rulesd.servicetitan.catalog import Column, Entity
+from rulesd.servicetitan.pages import RecordArray
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +108,20 @@ def encode_batch(records: Iterable[Mapping[str, Any]]) -> tuple[list[bytes], lis
     return lines, list(latest), failures
 
 
-def _encode_array(records: Sequence[Mapping[str, Any]]) -> str | None:
-    """Encode a batch as one JSON array, or return None when it needs the staging path.
+def array_document(batch: RecordArray) -> str | None:
+    """Return the batch as one JSON array of records with distinct integer ids, or None for the staging path.
 
-    This is the common case of an export page: objects with distinct
-    integer ids. orjson encodes the whole batch in one C call, so no Python
-    code runs per record beyond reading its id.
+    The common case is pages as they arrived, whose text is used unchanged.
+    Records that were decoded into dicts are encoded again by orjson in one
+    C call.
     """
+    if batch.text is not None and batch.ids is not None:
+        ids = batch.ids
+        return batch.text if ids and len(set(ids)) == len(ids) else None
+    return _encode_array(batch.records)
+
+
+def _encode_array(records: Sequence[Mapping[str, Any]]) -> str | None:
     ids = [record.get("id") if type(record) is dict else None for record in records]
     if not ids or any(type(record_id) is not int for record_id in ids) or len(set(ids)) != len(ids):
         return None
@@ -158,14 +167,15 @@ class Upserter:
         self.statement = upsert_statement(entity)
         self.raw_only_statement = raw_only_statement(entity)
 
-    async def write(self, conn: psycopg.AsyncConnection[Any], records: Sequence[Mapping[str, Any]]) -> tuple[UpsertCounts, list[RecordFailure]]:
-        """Upsert ``records`` inside the caller's transaction and count what changed.
+    async def write(self, conn: psycopg.AsyncConnection[Any], batch: RecordArray) -> tuple[UpsertCounts, list[RecordFailure]]:
+        """Upsert the batch inside the caller's transaction and count what changed.
 
         A batch that fails on a bad value is retried one record at a time
         under savepoints, so one malformed record costs only itself: it is
         stored with its ``raw`` and no typed columns, and reported as failed.
         """
-        document = _encode_array(records)
+        received = len(batch)
+        document = array_document(batch)
         if document is not None:
             try:
                 async with conn.transaction():
@@ -173,16 +183,18 @@ class Upserter:
             except RECORD_ERRORS as exc:
                 logger.warning(
                     "batch of %d %s records has an invalid value (%s), so they are stored one at a time",
-                    len(records),
+                    received,
                     self.entity.name,
                     _first_line(exc),
                     extra={"event": "sync_batch_fallback", "entity": self.entity.name},
                 )
-                lines, ids, _ = encode_batch(records)
-                return await self._write_one_by_one(conn, records, lines, ids, [])
-            unchanged = len(records) - created - updated
-            return UpsertCounts(received=len(records), created=created, updated=updated, unchanged=unchanged), []
+                lines, ids, failures = encode_batch(batch.records)
+                failures = [RecordFailure(self.entity.name, f.record_id, f.error) for f in failures]
+                return await self._write_one_by_one(conn, batch.records, lines, ids, failures)
+            unchanged = received - created - updated
+            return UpsertCounts(received=received, created=created, updated=updated, unchanged=unchanged), []
 
+        records = batch.records
         lines, ids, failures = encode_batch(records)
         failures = [RecordFailure(self.entity.name, f.record_id, f.error) for f in failures]
         if not ids:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,8 @@ import psycopg
 import pytest
 
 from rulesd.servicetitan.catalog import get_entity
-from rulesd.sync.upsert import Upserter, UpsertCounts, create_staging_table, encode_batch
+from rulesd.servicetitan.pages import RecordArray, decode_page
+from rulesd.sync.upsert import Upserter, UpsertCounts, array_document, create_staging_table, encode_batch
 
 INVOICE = get_entity("invoice")
 ESTIMATE = get_entity("estimate")
@@ -33,14 +35,33 @@ def invoice(record_id: int, **fields: Any) -> dict[str, Any]:
     return record
 
 
-async def upsert(url: str, entity_name: str, records: list[dict[str, Any]], *, suppress: bool = False) -> UpsertCounts:
+def batch_of(records: list[dict[str, Any]], form: str) -> RecordArray:
+    """Wrap records as the sync receives them: ``page`` is a page's JSON text, ``dicts`` decoded records."""
+    if form == "page":
+        body = json.dumps({"hasMore": False, "continueFrom": None, "data": records}).encode()
+        return decode_page(body, export=True).records
+    return RecordArray.from_records(records)
+
+
+async def upsert(
+    url: str, entity_name: str, records: list[dict[str, Any]], *, suppress: bool = False, form: str = "dicts"
+) -> UpsertCounts:
     entity = get_entity(entity_name)
+    batch = batch_of(records, form)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await create_staging_table(conn)
         async with conn.transaction():
             if suppress:
                 await conn.execute("SELECT set_config('rulesd.suppress_events', 'on', true)")
-            counts, _ = await Upserter(entity).write(conn, records)
+            counts, _ = await Upserter(entity).write(conn, batch)
+    return counts
+
+
+async def upsert_batch(url: str, entity_name: str, batch: RecordArray) -> UpsertCounts:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_staging_table(conn)
+        async with conn.transaction():
+            counts, _ = await Upserter(get_entity(entity_name)).write(conn, batch)
     return counts
 
 
@@ -48,8 +69,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_upsert_fills_typed_columns(database_url: str) -> None:
-    counts = run(upsert(database_url, "invoice", [invoice(1)]))
+@pytest.mark.parametrize("form", ["dicts", "page"])
+def test_upsert_fills_typed_columns(database_url: str, form: str) -> None:
+    counts = run(upsert(database_url, "invoice", [invoice(1)], form=form))
 
     assert counts == UpsertCounts(received=1, created=1)
     with psycopg.connect(database_url) as conn:
@@ -69,10 +91,11 @@ def test_upsert_fills_typed_columns(database_url: str) -> None:
     assert raw["items"] == [{"sku": "A1", "price": "10.00"}]
 
 
-def test_upsert_counts_created_updated_unchanged(database_url: str) -> None:
-    run(upsert(database_url, "invoice", [invoice(1), invoice(2), invoice(3)]))
+@pytest.mark.parametrize("form", ["dicts", "page"])
+def test_upsert_counts_created_updated_unchanged(database_url: str, form: str) -> None:
+    run(upsert(database_url, "invoice", [invoice(1), invoice(2), invoice(3)], form=form))
 
-    counts = run(upsert(database_url, "invoice", [invoice(1), invoice(2, total="99.00"), invoice(4)]))
+    counts = run(upsert(database_url, "invoice", [invoice(1), invoice(2, total="99.00"), invoice(4)], form=form))
 
     assert counts == UpsertCounts(received=3, created=1, updated=1, unchanged=1)
 
@@ -111,8 +134,9 @@ def test_upsert_suppressed_batch_writes_no_events(database_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM st_invoices").fetchone() == (2,)
 
 
-def test_upsert_repeated_id_keeps_last_copy(database_url: str) -> None:
-    counts = run(upsert(database_url, "invoice", [invoice(1, total="1.00"), invoice(1, total="2.00")]))
+@pytest.mark.parametrize("form", ["dicts", "page"])
+def test_upsert_repeated_id_keeps_last_copy(database_url: str, form: str) -> None:
+    counts = run(upsert(database_url, "invoice", [invoice(1, total="1.00"), invoice(1, total="2.00")], form=form))
 
     assert counts.created == 1
     assert counts.received == 2
@@ -137,10 +161,11 @@ def test_upsert_money_with_thousands_separator(database_url: str) -> None:
     assert row == (Decimal("1234.50"), Decimal("12000"))
 
 
-def test_upsert_bad_value_keeps_raw_and_counts_failed(database_url: str) -> None:
+@pytest.mark.parametrize("form", ["dicts", "page"])
+def test_upsert_bad_value_keeps_raw_and_counts_failed(database_url: str, form: str) -> None:
     records = [invoice(1), invoice(2, total="twelve dollars"), invoice(3)]
 
-    counts = run(upsert(database_url, "invoice", records))
+    counts = run(upsert(database_url, "invoice", records, form=form))
 
     assert counts == UpsertCounts(received=3, created=2, failed=1)
     with psycopg.connect(database_url) as conn:
@@ -152,8 +177,9 @@ def test_upsert_bad_value_keeps_raw_and_counts_failed(database_url: str) -> None
     ]
 
 
-def test_upsert_record_without_id_is_failed(database_url: str) -> None:
-    counts = run(upsert(database_url, "invoice", [{"total": "1.00"}, invoice(1)]))
+@pytest.mark.parametrize("form", ["dicts", "page"])
+def test_upsert_record_without_id_is_failed(database_url: str, form: str) -> None:
+    counts = run(upsert(database_url, "invoice", [{"total": "1.00"}, invoice(1)], form=form))
 
     assert counts == UpsertCounts(received=2, created=1, failed=1)
 
@@ -191,3 +217,36 @@ def test_encode_batch_escapes_for_copy(value: str, expected: bytes) -> None:
     assert lines == [expected]
     assert ids == [1]
     assert failures == []
+
+
+def test_upsert_page_keeps_wide_integer_exact(database_url: str) -> None:
+    wide = 123456789012345678901234567890
+    run(upsert(database_url, "invoice", [invoice(1, externalTicks=wide)], form="page"))
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT raw->>'externalTicks' FROM st_invoices WHERE id = 1").fetchone()
+    assert row == (str(wide),)
+
+
+def test_upsert_page_repeated_across_pages_keeps_last(database_url: str) -> None:
+    first = batch_of([invoice(1, total="1.00"), invoice(2)], "page")
+    second = batch_of([invoice(1, total="3.00")], "page")
+
+    counts = run(upsert_batch(database_url, "invoice", RecordArray.concat([first, second])))
+
+    assert counts == UpsertCounts(received=3, created=2)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT total FROM st_invoices WHERE id = 1").fetchone() == (Decimal("3.00"),)
+
+
+def test_page_with_distinct_ids_is_sent_as_received() -> None:
+    batch = batch_of([invoice(1), invoice(2)], "page")
+
+    assert batch.text is not None
+    assert array_document(batch) == batch.text
+
+
+def test_page_with_repeated_id_takes_staging_path() -> None:
+    batch = batch_of([invoice(1), invoice(1)], "page")
+
+    assert array_document(batch) is None
