@@ -1,10 +1,12 @@
 """The sync orchestrator: reads catalog entities from ServiceTitan and writes them to their mirror tables.
 
-Entities run tier by tier (reference data, then customers and locations,
-then work, then money) so that an incremental sync has stored a record's
-customer before the record's own change event fires. Entities of one tier
-run concurrently, up to ``sync.concurrency``; the client's rate limiter
-keeps them all inside the tenant's request budget.
+Up to ``sync.concurrency`` entities run at once; the client's rate
+limiter keeps them all inside the tenant's request budget. An incremental
+sync runs them tier by tier (reference data, then customers and
+locations, then work, then money), so that a record's customer is stored
+before the record's own change event fires. An initial or full sync fires
+no events, so it starts entities in the same order but does not wait for
+a tier to finish before starting the next.
 
 Each entity has its own connection, and its pages are read one or two
 ahead of the writer. Every batch commits in one transaction with the
@@ -200,15 +202,22 @@ async def _run_tiers(
     run_id: uuid.UUID,
 ) -> list[EntityResult]:
     limit = asyncio.Semaphore(max(1, settings.sync.concurrency))
+
+    async def guarded(entity: Entity) -> EntityResult:
+        async with limit:
+            sync = EntitySync(entity, settings, database_url, client, run_id, kind, reporter)
+            return await sync.run()
+
+    if kind != "incremental":
+        # A history load writes no events, so no record needs its customer
+        # stored first. Every entity waits in one queue, in tier order, and
+        # the next one starts as soon as any finishes: waiting for a whole
+        # tier left cores idle behind its largest entity.
+        return list(await asyncio.gather(*(guarded(entity) for entity in selected)))
+
     results: list[EntityResult] = []
     for tier in sorted({entity.tier for entity in selected}):
         tier_entities = [entity for entity in selected if entity.tier == tier]
-
-        async def guarded(entity: Entity) -> EntityResult:
-            async with limit:
-                sync = EntitySync(entity, settings, database_url, client, run_id, kind, reporter)
-                return await sync.run()
-
         results.extend(await asyncio.gather(*(guarded(entity) for entity in tier_entities)))
     return results
 

@@ -70,15 +70,33 @@ def test_initial_sync_matches_simulator_counts(database_url: str, simulator: Sim
     assert scalar(database_url, "SELECT count(*) FROM st_sync_state WHERE run_id IS NULL") == len(ENTITIES)
 
 
-def test_initial_sync_runs_reference_data_first(database_url: str, simulator: SimulatorServer) -> None:
-    report = sync(sync_settings(simulator), database_url, "initial")
+def test_initial_sync_starts_entities_in_tier_order(database_url: str, simulator: SimulatorServer) -> None:
+    report = sync(sync_settings(simulator, concurrency=1), database_url, "initial")
 
+    assert report.succeeded, report.failed
     tiers = [ENTITIES[r.entity].tier for r in report.results]
     assert tiers == sorted(tiers)
     with psycopg.connect(database_url) as conn:
-        finished = dict(conn.execute("SELECT entity, finished_at FROM st_sync_log").fetchall())
-        started = dict(conn.execute("SELECT entity, started_at FROM st_sync_log").fetchall())
-    assert max(finished[e.name] for e in ENTITY_LIST if e.tier == 0) <= min(started[e.name] for e in ENTITY_LIST if e.tier == 1)
+        started = [row[0] for row in conn.execute("SELECT entity FROM st_sync_log ORDER BY started_at, id")]
+    assert [ENTITIES[name].tier for name in started] == sorted(tiers)
+
+
+def test_incremental_sync_finishes_each_tier_before_the_next(database_url: str, simulator: SimulatorServer) -> None:
+    settings = sync_settings(simulator)
+    sync(settings, database_url, "initial")
+
+    report = sync(settings, database_url)
+
+    assert report.succeeded, report.failed
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT entity, started_at, finished_at FROM st_sync_log WHERE run_id = %s", (report.run_id,)
+        ).fetchall()
+    started = {entity: start for entity, start, _ in rows}
+    finished = {entity: end for entity, _, end in rows}
+    for tier in (1, 2, 3):
+        before = max(finished[e.name] for e in ENTITY_LIST if e.tier < tier)
+        assert before <= min(started[e.name] for e in ENTITY_LIST if e.tier == tier)
 
 
 def test_incremental_twice_changes_nothing(database_url: str, simulator: SimulatorServer) -> None:
