@@ -19,8 +19,12 @@ Every process runs on this machine and every server listens on 127.0.0.1:
    gives the process's peak resident memory.
 3. The peer, dlt's REST API source, loads the same tenant into another
    schema of the same database in its own subprocess, measured the same way.
-4. The simulator applies random changes, one per 100 records, and
-   ``rulesd sync`` runs incrementally.
+4. The simulator applies random changes until 1% of its records have
+   changed (``--changed-share``), and ``rulesd sync`` runs incrementally.
+
+Beside each rulesd step it reads the CPU seconds of the sync process, the
+simulator and the Postgres server (when the server runs on this machine),
+and how many cores were busy, from ``/proc``.
 
 The results are printed as a table and, with ``--output FILE``, written as JSON.
 """
@@ -45,11 +49,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from cpu_time import CpuMeter, CpuShare
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SIMULATOR_TIMEOUT = 7200.0  # seconds; the simulator process stops by itself after this
 STEP_TIMEOUT = 3600  # seconds allowed for one measured step
-CHANGES_PER_RECORDS = 100  # one random change per this many records before the incremental sync
+DEFAULT_CHANGED_SHARE = 0.01  # share of records changed before the incremental sync
 
 
 @dataclass
@@ -67,6 +73,8 @@ class Measurement:
     peak_rss_mb: float
     process_seconds: float
     detail: str = ""
+    process_cpu_seconds: float | None = None
+    cpu: CpuShare | None = None
 
     @property
     def records_per_second(self) -> float:
@@ -81,13 +89,13 @@ def serve_simulator(customers: int, seed: int) -> None:
 
     It prints its address and counts first. Commands on standard input:
     ``warm`` serializes every record into the simulator's JSON cache, and
-    ``change N`` applies N random changes and serializes the records they
-    changed. The server builds each export page by joining cached record
+    ``change SHARE`` applies random changes until that share of the records
+    (0.01 for 1%) has changed, counting a record once however many changes
+    touch it, and serializes the records they changed. The server builds each export page by joining cached record
     JSON, so the measured steps do not pay for the simulator's record
     generation.
     """
     from rulesd.servicetitan.simulator import Simulator, serve_simulator as serve
-    from rulesd.servicetitan.simulator.changes import random_change
 
     sim = Simulator(seed=seed, customers=customers)
     with serve(sim, timeout=SIMULATOR_TIMEOUT) as server:
@@ -106,14 +114,37 @@ def serve_simulator(customers: int, seed: int) -> None:
             if words == ["warm"]:
                 print(json.dumps({"built": sim.warm_cache()}), flush=True)
             elif words[:1] == ["change"]:
-                applied = 0
-                for _ in range(int(words[1])):
-                    picked = random_change(sim, rng)
-                    if picked is not None:
-                        sim.apply(picked[0], **picked[1])
-                        applied += 1
+                target = float(words[1]) * sum(sim.counts().values())
+                applied, changed = apply_changes(sim, rng, target)
                 built = sim.warm_cache()
-                print(json.dumps({"applied": applied, "built": built, "counts": sim.counts()}), flush=True)
+                result = {"applied": applied, "changed": changed, "built": built, "counts": sim.counts()}
+                print(json.dumps(result), flush=True)
+
+
+def apply_changes(sim: Any, rng: random.Random, target: float) -> tuple[int, int]:
+    """Apply random changes until ``target`` distinct records changed; return (changes, records changed).
+
+    A change appends each record it creates or modifies to its table's
+    export log, so the new log entries name the changed records. One change
+    can touch several records: completing a job also changes its invoice
+    and its customer.
+    """
+    from rulesd.servicetitan.simulator.changes import random_change
+
+    positions = {name: len(table.order_index) for name, table in sim.tables.items()}
+    changed: set[tuple[str, int]] = set()
+    applied = 0
+    while len(changed) < target:
+        picked = random_change(sim, rng)
+        if picked is None:
+            continue
+        sim.apply(picked[0], **picked[1])
+        applied += 1
+        for name, table in sim.tables.items():
+            log = table.order_index
+            changed.update((name, index) for index in log[positions[name] :])
+            positions[name] = len(log)
+    return applied, len(changed)
 
 
 class SimulatorProcess:
@@ -149,8 +180,8 @@ class SimulatorProcess:
 # -- measured subprocesses
 
 
-def run_measured(command: list[str], env: dict[str, str], step: str) -> tuple[float, float, str]:
-    """Run ``command``; return its wall seconds, its peak RSS in MB and its standard output."""
+def run_measured(command: list[str], env: dict[str, str], step: str) -> tuple[float, float, float, str]:
+    """Run ``command``; return its wall seconds, its peak RSS in MB, its CPU seconds and its standard output."""
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         started = time.monotonic()
         process = subprocess.Popen(command, env=env, stdout=output, stderr=errors, cwd=REPO)
@@ -164,7 +195,7 @@ def run_measured(command: list[str], env: dict[str, str], step: str) -> tuple[fl
     if process.returncode != 0:
         raise SystemExit(f"{step} failed with exit code {process.returncode}:\n{stderr[-4000:]}")
     peak_mb = usage.ru_maxrss / 1024  # ru_maxrss is in kilobytes on Linux
-    return seconds, peak_mb, stdout
+    return seconds, peak_mb, usage.ru_utime + usage.ru_stime, stdout
 
 
 def rulesd_env(details: dict[str, Any], database_url: str) -> dict[str, str]:
@@ -194,14 +225,18 @@ def write_config(directory: Path, concurrency: int) -> Path:
     return path
 
 
-def rulesd_sync(config: Path, env: dict[str, str], step: str, *options: str) -> tuple[Measurement, dict[str, Any]]:
+def rulesd_sync(
+    config: Path, env: dict[str, str], meter: CpuMeter, step: str, *options: str
+) -> tuple[Measurement, dict[str, Any]]:
     command = [sys.executable, "-c", "from rulesd.cli import main; main()", "--config", str(config)]
     command += ["sync", "--json", "--no-migrate", *options]
-    process_seconds, peak_mb, stdout = run_measured(command, env, step)
+    before = meter.read()
+    process_seconds, peak_mb, cpu_seconds, stdout = run_measured(command, env, step)
+    cpu = meter.share(before, meter.read())
     summary: dict[str, Any] = json.loads(stdout)
     records = summary["fetched"] if options == ("--initial",) else summary["created"] + summary["updated"]
     detail = f"fetched {summary['fetched']:,}, created {summary['created']:,}, updated {summary['updated']:,}"
-    measurement = Measurement(step, summary["seconds"], records, peak_mb, process_seconds, detail)
+    measurement = Measurement(step, summary["seconds"], records, peak_mb, process_seconds, detail, cpu_seconds, cpu)
     return measurement, summary
 
 
@@ -260,10 +295,11 @@ def benchmark(arguments: argparse.Namespace) -> list[Measurement]:
         env = rulesd_env(details, database_url)
         with tempfile.TemporaryDirectory() as directory:
             config = write_config(Path(directory), arguments.concurrency)
+            meter = CpuMeter(simulator.process.pid, database_url)
 
             warmed = simulator.command("warm")
             print(f"serialized {warmed['built']:,} records into the simulator cache", flush=True)
-            initial, _ = rulesd_sync(config, env, "rulesd initial sync", "--initial")
+            initial, _ = rulesd_sync(config, env, meter, "rulesd initial sync", "--initial")
             measurements.append(initial)
             print_measurement(initial)
             if mirror_counts(database_url) != details["counts"]:
@@ -277,10 +313,9 @@ def benchmark(arguments: argparse.Namespace) -> list[Measurement]:
                 measurements.append(peer)
                 print_measurement(peer)
 
-            changes = max(1, total // CHANGES_PER_RECORDS)
-            applied = simulator.command(f"change {changes}")
-            incremental, _ = rulesd_sync(config, env, "rulesd incremental sync")
-            incremental.detail += f"; {applied['applied']:,} random changes applied"
+            applied = simulator.command(f"change {arguments.changed_share}")
+            incremental, _ = rulesd_sync(config, env, meter, "rulesd incremental sync")
+            incremental.detail += f"; {applied['applied']:,} random changes to {applied['changed']:,} records"
             measurements.append(incremental)
             print_measurement(incremental)
             if mirror_counts(database_url) != applied["counts"]:
@@ -295,10 +330,11 @@ def benchmark(arguments: argparse.Namespace) -> list[Measurement]:
 def run_dlt_peer(details: dict[str, Any], database_url: str, total: int) -> Measurement:
     command = [sys.executable, str(REPO / "benchmarks" / "sync_peer_dlt.py"), "--database-url", database_url]
     env = dict(os.environ, SIMULATOR_DETAILS=json.dumps(details))
-    process_seconds, peak_mb, stdout = run_measured(command, env, "dlt")
+    process_seconds, peak_mb, cpu_seconds, stdout = run_measured(command, env, "dlt")
     loaded = json.loads(stdout.strip().splitlines()[-1])
     detail = f"loaded {loaded['records']:,} of {total:,}"
-    return Measurement("dlt rest_api initial load", loaded["seconds"], loaded["records"], peak_mb, process_seconds, detail)
+    step = "dlt rest_api initial load"
+    return Measurement(step, loaded["seconds"], loaded["records"], peak_mb, process_seconds, detail, cpu_seconds)
 
 
 def print_measurement(measurement: Measurement) -> None:
@@ -308,6 +344,8 @@ def print_measurement(measurement: Measurement) -> None:
         f"process {measurement.process_seconds:.1f} s  {measurement.detail}",
         flush=True,
     )
+    if measurement.cpu is not None:
+        print(f"{'':<28} {measurement.cpu.describe()}, sync process {measurement.process_cpu_seconds:.1f} s", flush=True)
 
 
 def summarise(measurements: list[Measurement]) -> dict[str, Any]:
@@ -334,6 +372,8 @@ def main() -> None:
                         help="Postgres server to create the benchmark database on")
     parser.add_argument("--concurrency", type=int, default=4, help="entities synced at once")
     parser.add_argument("--peer", choices=["dlt", "none"], default="dlt")
+    parser.add_argument("--changed-share", type=float, default=DEFAULT_CHANGED_SHARE,
+                        help="share of records changed before the incremental sync (0.01 is 1%%)")
     parser.add_argument("--output", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--serve-simulator", action="store_true", help=argparse.SUPPRESS)
