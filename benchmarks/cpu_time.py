@@ -34,11 +34,12 @@ def postmaster_pid(database_url: str) -> int | None:
     """Return the pid of the Postgres server's main process, or None when it is not on this machine."""
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    try:
-        text = Path(f"/proc/{row[0]}/stat").read_text()
-    except OSError:
-        return None
+        assert row is not None
+        # Read while connected: the backend process exits when the connection closes.
+        try:
+            text = Path(f"/proc/{row[0]}/stat").read_text()
+        except OSError:
+            return None
     return int(text[text.rindex(")") + 2 :].split()[1])
 
 

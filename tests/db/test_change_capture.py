@@ -155,7 +155,7 @@ SKIPPED_COLUMNS = ("id", "raw", "synced_at")
 
 
 def _settable_columns(conn: psycopg.Connection, table: str) -> list[tuple[str, str]]:
-    """Return the (name, type) of every column of ``table`` that an UPDATE can set, but id, raw and synced_at."""
+    """Return the (name, type) of every column of ``table`` that an UPDATE can set, except id, raw and synced_at."""
     rows = conn.execute(
         "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
         " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''"
