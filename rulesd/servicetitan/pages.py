@@ -6,12 +6,12 @@ only to encode them again cost more CPU than anything else in the sync
 process, so a page is read in two quick passes instead. msgspec reads the
 envelope and keeps the ``data`` array as raw JSON text, then reads only
 each record's ``id``. ``RecordArray.records`` turns the records into
-dicts on first use, for the sync's slower paths and for callers that read
-fields.
+dicts on first use, for callers that read fields; the sync's slower paths
+use each record's text (``RecordArray.record_texts``).
 
 A body that msgspec does not take this way, such as records without
 integer ids, a NaN, or a lone surrogate escape, is decoded whole with
-orjson or the json module, as before; what neither accepts is malformed.
+orjson or the json module. A body that neither accepts is malformed.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class _RecordId(msgspec.Struct):
 _EXPORT_DECODER = msgspec.json.Decoder(_ExportEnvelope)
 _LIST_DECODER = msgspec.json.Decoder(_ListEnvelope)
 _IDS_DECODER = msgspec.json.Decoder(list[_RecordId])
+_TEXTS_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
 _ENVELOPE_KEYS = {True: ("data", "hasMore", "continueFrom"), False: ("data", "hasMore")}
 
 
@@ -87,6 +88,11 @@ class RecordArray:
     def __len__(self) -> int:
         return len(self.ids) if self.ids is not None else len(self.records)
 
+    def record_texts(self) -> list[bytes]:
+        """Return each record's JSON text as it arrived, in order; only for an array with ``text``."""
+        assert self.text is not None
+        return [bytes(raw) for raw in _TEXTS_DECODER.decode(self.text)]
+
     @property
     def records(self) -> list[dict[str, Any]]:
         if self._records is None:
@@ -119,6 +125,8 @@ def decode_page(content: bytes, *, export: bool) -> PageBody:
         ids = [record.id for record in _IDS_DECODER.decode(text)]
     except (msgspec.DecodeError, UnicodeDecodeError):  # a ValidationError is a DecodeError too
         return _decode_whole(content, export=export)
+    except RecursionError:
+        raise MalformedPage("a record is nested too deeply to decode") from None
     return PageBody(
         RecordArray(text, ids, None),
         envelope.hasMore,
@@ -132,7 +140,10 @@ def _decode_whole(content: bytes, *, export: bool) -> PageBody:
 
     Raises ``ValueError`` for text that is not JSON at all.
     """
-    body = loads(content)
+    try:
+        body = loads(content)
+    except RecursionError:
+        raise MalformedPage("a record is nested too deeply to decode") from None
     if not isinstance(body, dict) or any(key not in body for key in _ENVELOPE_KEYS[export]):
         raise MalformedPage("response body lacks the paging envelope")
     data = body["data"]
@@ -161,6 +172,9 @@ def loads(content: bytes | str) -> Any:
     NOTE: orjson (3.8) reads an integer wider than 64 bits as a float, where
     the json module keeps it exact. The fallback does not cover that case.
     Pages that take the msgspec pass never go through here.
+
+    NOTE: the json module reads NaN and Infinity, which are not JSON, and
+    orjson writes them back as null, so such a value is stored as null.
     """
     try:
         return orjson.loads(content)

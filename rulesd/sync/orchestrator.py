@@ -262,6 +262,7 @@ class EntitySync:
         self.reporter = reporter
         self.counts = UpsertCounts()
         self.failures_logged = 0
+        self.dropped = 0  # failed records whose raw JSON could not be kept either
         self.first_failure: RecordFailure | None = None
 
     async def run(self) -> EntityResult:
@@ -504,13 +505,17 @@ class EntitySync:
         for failure in failures:
             if self.first_failure is None:
                 self.first_failure = failure
+            if not failure.stored:
+                self.dropped += 1
             if self.failures_logged >= MAX_LOGGED_FAILURES:
                 continue
             self.failures_logged += 1
+            outcome = "raw record kept" if failure.stored else "record not stored"
             logger.warning(
-                "%s %s: typed columns not filled, raw record kept: %s",
+                "%s %s: typed columns not filled, %s: %s",
                 self.entity.name,
                 failure.record_id if failure.record_id is not None else "(no id)",
+                outcome,
                 failure.error,
                 extra={"event": "sync_record_failed", "entity": self.entity.name, "entity_id": failure.record_id},
             )
@@ -519,9 +524,16 @@ class EntitySync:
         if not counts.failed or self.first_failure is None:
             return None
         first = self.first_failure
+        kept = counts.failed - self.dropped
+        if not self.dropped:
+            outcome = "their raw JSON was kept"
+        elif not kept:
+            outcome = "none of them could be stored"
+        else:
+            outcome = f"the raw JSON of {kept} was kept and {self.dropped} could not be stored"
         return (
             f"{counts.failed} records had values that could not be stored in typed columns"
-            f" (first: id {first.record_id}: {first.error}); their raw JSON was kept"
+            f" (first: id {first.record_id}: {first.error}); {outcome}"
         )
 
     async def _record_failure(self, conn: psycopg.AsyncConnection[Any], log_id: int, message: str) -> None:

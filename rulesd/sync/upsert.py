@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -67,11 +67,16 @@ class UpsertCounts:
 
 @dataclass(frozen=True)
 class RecordFailure:
-    """A record whose typed columns could not be filled. Its ``raw`` was stored anyway."""
+    """A record whose typed columns could not be filled.
+
+    ``stored`` is true when its ``raw`` was kept with null typed columns,
+    and false for a record without an id or one that jsonb rejects.
+    """
 
     entity: str
     record_id: int | None
     error: str
+    stored: bool = True
 
 
 async def create_staging_table(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -83,29 +88,38 @@ async def create_staging_table(conn: psycopg.AsyncConnection[Any]) -> None:
     )
 
 
-def encode_batch(records: Iterable[Mapping[str, Any]]) -> tuple[list[bytes], list[int], list[RecordFailure]]:
-    """Encode records as COPY text lines ``id<TAB>json``, keeping the last copy of a repeated id.
+def copy_line(record_id: int, document: bytes) -> bytes:
+    """Return one COPY text-format line ``id<TAB>json``.
+
+    COPY's text format reads backslash as an escape character and tab,
+    newline and carriage return as separators. JSON strings cannot contain
+    the last three raw, but JSON text as received may have them as
+    whitespace between tokens, so all four are escaped.
+    """
+    escaped = document.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return b"%d\t%s\n" % (record_id, escaped)
+
+
+def staging_documents(batch: RecordArray) -> tuple[dict[int, bytes], list[RecordFailure]]:
+    """Return each record's JSON by id, keeping the last copy of a repeated id, and the records without an id.
 
     Export feeds with recent changes can return the same record twice, and
-    one ``INSERT … ON CONFLICT`` may not touch a row twice. Returns the COPY
-    lines, the id of each line, and the records that had no usable id.
+    one ``INSERT … ON CONFLICT`` may not touch a row twice. Records that
+    arrived as text keep their text, so numbers are stored exactly as sent
+    whichever path their batch takes. Decoded records are encoded again.
     """
-    latest: dict[int, Mapping[str, Any]] = {}
+    if batch.text is not None and batch.ids is not None:
+        return dict(zip(batch.ids, batch.record_texts(), strict=True)), []
+
+    latest: dict[int, bytes] = {}
     failures: list[RecordFailure] = []
-    for record in records:
+    for record in batch.records:
         record_id = _record_id(record)
         if record_id is None:
-            failures.append(RecordFailure("", None, f"record has no integer id: {_preview(record)}"))
+            failures.append(RecordFailure("", None, f"record has no integer id: {_preview(record)}", stored=False))
             continue
-        latest[record_id] = record
-
-    lines: list[bytes] = []
-    for record_id, record in latest.items():
-        # COPY's text format treats backslash as an escape character. JSON
-        # text never contains a raw tab or newline, so doubling backslashes
-        # is the only escaping needed.
-        lines.append(b"%d\t%s\n" % (record_id, _dump_json(record).replace(b"\\", b"\\\\")))
-    return lines, list(latest), failures
+        latest[record_id] = _dump_json(record)
+    return latest, failures
 
 
 def array_document(batch: RecordArray) -> str | None:
@@ -181,41 +195,40 @@ class Upserter:
                 async with conn.transaction():
                     created, updated = await self._write_array(conn, document)
             except RECORD_ERRORS as exc:
-                logger.warning(
-                    "batch of %d %s records has an invalid value (%s), so they are stored one at a time",
-                    received,
-                    self.entity.name,
-                    _first_line(exc),
-                    extra={"event": "sync_batch_fallback", "entity": self.entity.name},
-                )
-                lines, ids, failures = encode_batch(batch.records)
-                failures = [RecordFailure(self.entity.name, f.record_id, f.error) for f in failures]
-                return await self._write_one_by_one(conn, batch.records, lines, ids, failures)
+                self._log_fallback(received, exc)
+                documents, failures = staging_documents(batch)
+                return await self._write_one_by_one(conn, received, documents, self._named(failures))
             unchanged = received - created - updated
             return UpsertCounts(received=received, created=created, updated=updated, unchanged=unchanged), []
 
-        records = batch.records
-        lines, ids, failures = encode_batch(records)
-        failures = [RecordFailure(self.entity.name, f.record_id, f.error) for f in failures]
-        if not ids:
-            return UpsertCounts(received=len(records), failed=len(failures)), failures
+        documents, failures = staging_documents(batch)
+        failures = self._named(failures)
+        if not documents:
+            return UpsertCounts(received=received, failed=len(failures)), failures
 
         try:
             async with conn.transaction():
-                created, updated = await self._write_staged(conn, b"".join(lines))
+                data = b"".join(copy_line(record_id, text) for record_id, text in documents.items())
+                created, updated = await self._write_staged(conn, data)
         except RECORD_ERRORS as exc:
-            logger.warning(
-                "batch of %d %s records has an invalid value (%s), so they are stored one at a time",
-                len(ids),
-                self.entity.name,
-                _first_line(exc),
-                extra={"event": "sync_batch_fallback", "entity": self.entity.name},
-            )
-            return await self._write_one_by_one(conn, records, lines, ids, failures)
+            self._log_fallback(len(documents), exc)
+            return await self._write_one_by_one(conn, received, documents, failures)
 
-        unchanged = len(ids) - created - updated
-        counts = UpsertCounts(received=len(records), created=created, updated=updated, unchanged=unchanged, failed=len(failures))
+        unchanged = len(documents) - created - updated
+        counts = UpsertCounts(received=received, created=created, updated=updated, unchanged=unchanged, failed=len(failures))
         return counts, failures
+
+    def _named(self, failures: list[RecordFailure]) -> list[RecordFailure]:
+        return [RecordFailure(self.entity.name, f.record_id, f.error, f.stored) for f in failures]
+
+    def _log_fallback(self, count: int, exc: BaseException) -> None:
+        logger.warning(
+            "batch of %d %s records has an invalid value (%s), so they are stored one at a time",
+            count,
+            self.entity.name,
+            _first_line(exc),
+            extra={"event": "sync_batch_fallback", "entity": self.entity.name},
+        )
 
     async def _write_array(self, conn: psycopg.AsyncConnection[Any], document: str) -> tuple[int, int]:
         params: tuple[str, ...] = (document, self.entity.name) if self.track_seen else (document,)
@@ -239,35 +252,38 @@ class Upserter:
     async def _write_one_by_one(
         self,
         conn: psycopg.AsyncConnection[Any],
-        records: Sequence[Mapping[str, Any]],
-        lines: list[bytes],
-        ids: list[int],
+        received: int,
+        documents: dict[int, bytes],
         failures: list[RecordFailure],
     ) -> tuple[UpsertCounts, list[RecordFailure]]:
-        counts = UpsertCounts(received=len(records), failed=len(failures))
-        by_id = {_record_id(r): r for r in records}
-        for line, record_id in zip(lines, ids, strict=True):
+        counts = UpsertCounts(received=received, failed=len(failures))
+        for record_id, document in documents.items():
             try:
                 async with conn.transaction():
-                    created, updated = await self._write_staged(conn, line)
+                    created, updated = await self._write_staged(conn, copy_line(record_id, document))
                 counts = counts + UpsertCounts(created=created, updated=updated, unchanged=1 - created - updated)
                 continue
             except RECORD_ERRORS as exc:
                 error = _first_line(exc)
-            failures.append(RecordFailure(self.entity.name, record_id, error))
+            stored = await self._store_raw_only(conn, record_id, document)
+            failures.append(RecordFailure(self.entity.name, record_id, error, stored))
             counts = counts + UpsertCounts(failed=1)
-            await self._store_raw_only(conn, record_id, by_id[record_id])
         return counts, failures
 
-    async def _store_raw_only(self, conn: psycopg.AsyncConnection[Any], record_id: int, record: Mapping[str, Any]) -> None:
-        # Keep the record so no data is lost; a later sync with a fixed value
-        # fills the typed columns. A record jsonb itself rejects cannot be kept.
+    async def _store_raw_only(self, conn: psycopg.AsyncConnection[Any], record_id: int, document: bytes) -> bool:
+        """Store a record's ``raw`` with null typed columns; return False when jsonb rejects it too.
+
+        Keeping the record means no data is lost, and a later sync with a
+        fixed value fills the typed columns. A full read marks the id as
+        seen either way, because ServiceTitan did return the record: it must
+        not be marked missing.
+        """
+        stored = True
         try:
             async with conn.transaction():
-                await conn.execute(self.raw_only_statement, (record_id, _dump_json(record).decode()))
-                if self.track_seen:
-                    await conn.execute(SEEN_ONE_STATEMENT, (self.entity.name, record_id))
-        except RECORD_ERRORS as exc:
+                await conn.execute(self.raw_only_statement, (record_id, document.decode()))
+        except (*RECORD_ERRORS, UnicodeDecodeError) as exc:
+            stored = False
             logger.error(
                 "%s %d could not be stored at all: %s",
                 self.entity.name,
@@ -275,6 +291,13 @@ class Upserter:
                 _first_line(exc),
                 extra={"event": "sync_record_dropped", "entity": self.entity.name, "entity_id": record_id},
             )
+        if self.track_seen:
+            try:
+                async with conn.transaction():
+                    await conn.execute(SEEN_ONE_STATEMENT, (self.entity.name, record_id))
+            except RECORD_ERRORS:
+                pass  # an id beyond bigint has no row to protect from being marked missing
+        return stored
 
 
 def _first_line(exc: BaseException) -> str:

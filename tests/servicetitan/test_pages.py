@@ -128,3 +128,16 @@ def test_concat_with_decoded_page_gives_dicts() -> None:
 def test_record_array_needs_records_or_text() -> None:
     with pytest.raises(ValueError, match="needs its records"):
         RecordArray("[]", None, None)
+
+
+def test_record_texts_keep_each_record_as_sent() -> None:
+    page = decode_page(export_body('[{"id": 1, "x": 1.50}, {"id": 2,\n "x": 1e400}]'), export=True)
+
+    assert page.records.record_texts() == [b'{"id": 1, "x": 1.50}', b'{"id": 2,\n "x": 1e400}']
+
+
+def test_deeply_nested_record_is_malformed() -> None:
+    deep = "[" * 3000 + "]" * 3000
+
+    with pytest.raises(MalformedPage, match="nested too deeply"):
+        decode_page(export_body(f'[{{"id": 1, "deep": {deep}}}]'), export=True)

@@ -12,7 +12,14 @@ import pytest
 
 from rulesd.servicetitan.catalog import get_entity
 from rulesd.servicetitan.pages import RecordArray, decode_page
-from rulesd.sync.upsert import Upserter, UpsertCounts, array_document, create_staging_table, encode_batch
+from rulesd.sync.upsert import (
+    Upserter,
+    UpsertCounts,
+    array_document,
+    copy_line,
+    create_staging_table,
+    staging_documents,
+)
 
 INVOICE = get_entity("invoice")
 ESTIMATE = get_entity("estimate")
@@ -211,11 +218,24 @@ def test_upsert_clears_missing_since(database_url: str) -> None:
         ("new\nline", b"1\t{\"id\":1,\"v\":\"new\\\\nline\"}\n"),
     ],
 )
-def test_encode_batch_escapes_for_copy(value: str, expected: bytes) -> None:
-    lines, ids, failures = encode_batch([{"id": 1, "v": value}])
+def test_staging_escapes_for_copy(value: str, expected: bytes) -> None:
+    documents, failures = staging_documents(RecordArray.from_records([{"id": 1, "v": value}]))
 
-    assert lines == [expected]
-    assert ids == [1]
+    assert [copy_line(record_id, text) for record_id, text in documents.items()] == [expected]
+    assert failures == []
+
+
+def test_copy_line_escapes_whitespace_between_tokens() -> None:
+    assert copy_line(7, b'{"a":\t1,\r\n"b":2}') == b'7\t{"a":\\t1,\\r\\n"b":2}\n'
+
+
+def test_staging_keeps_page_text_of_last_copy() -> None:
+    body = b'{"hasMore": false, "continueFrom": null, "data": [{"id": 1, "x": 1.50}, {"id": 1, "x": 0.10000000000000000001}]}'
+    batch = decode_page(body, export=True).records
+
+    documents, failures = staging_documents(batch)
+
+    assert documents == {1: b'{"id": 1, "x": 0.10000000000000000001}'}
     assert failures == []
 
 
