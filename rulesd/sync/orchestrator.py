@@ -44,6 +44,7 @@ from rulesd.sync.progress import NullProgress, ProgressReporter
 from rulesd.sync.reconcile import mark_missing
 from rulesd.sync.report import EntityResult, SyncReport
 from rulesd.sync.state import EntityState, SyncKind
+from rulesd.sync.tenant import claim_tenant
 from rulesd.sync.upsert import RecordFailure, Upserter, UpsertCounts, create_staging_table
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,11 @@ async def _run_locked(
     run_id: uuid.UUID,
 ) -> SyncReport:
     started = time.monotonic()
+    own_client = client is None
+    api = client or ServiceTitanClient(settings.servicetitan)
     conn = await async_connect(database_url, autocommit=True)
     try:
+        await claim_tenant(conn, api.tenant_id, api.api_url)
         await state.fail_interrupted_runs(conn)
     finally:
         await conn.close()
@@ -177,8 +181,6 @@ async def _run_locked(
     logger.info(
         "%s sync of %d entities started", kind, len(selected), extra={"event": "sync_started", "kind": kind}
     )
-    own_client = client is None
-    api = client or ServiceTitanClient(settings.servicetitan)
     try:
         if own_client:
             await api.__aenter__()
@@ -321,11 +323,15 @@ class EntitySync:
 
     async def _expected_total(self, conn: psycopg.AsyncConnection[Any], plan: ReadPlan) -> int | None:
         # Export feeds report no total. A full read returns about as many rows
-        # as the table holds, so the planner's row estimate gives an ETA.
+        # as the table holds, so a row estimate gives an ETA. reltuples is -1
+        # until the table is first analyzed, and autovacuum may be off, so
+        # the statistics' live row count is the fallback.
         if plan.kind != "full":
             return None
         cur = await conn.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", (self.entity.table,)
+            "SELECT greatest(c.reltuples::bigint, s.n_live_tup) FROM pg_class AS c"
+            " LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid WHERE c.oid = to_regclass(%s)",
+            (self.entity.table,),
         )
         row = await cur.fetchone()
         return int(row[0]) if row and row[0] and row[0] > 0 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from rulesd.servicetitan.client import ServiceTitanClient
 from rulesd.servicetitan.simulator import SimulatorServer
 from rulesd.sync.lock import SyncLock
 from rulesd.sync.orchestrator import run_sync
+from rulesd.sync.progress import NullProgress
 from rulesd.sync.report import SyncReport
 from rulesd.sync.state import SyncKind
 from tests.sync.conftest import sync_settings
@@ -200,6 +202,8 @@ class FailingClient:
     def __init__(self, client: ServiceTitanClient, failing: str) -> None:
         self.client = client
         self.failing = failing
+        self.tenant_id = client.tenant_id
+        self.api_url = client.api_url
 
     async def __aenter__(self) -> FailingClient:
         await self.client.__aenter__()
@@ -311,3 +315,38 @@ def test_deadlocked_batch_written_again(database_url: str, simulator: SimulatorS
     assert report.succeeded, report.failed
     assert mirror_counts(database_url)["customer"] == simulator.sim.counts()["customer"]
     assert scalar(database_url, "SELECT created FROM st_sync_log WHERE entity = 'customer'") == simulator.sim.counts()["customer"]
+
+
+def test_sync_refuses_another_tenant(database_url: str, simulator: SimulatorServer) -> None:
+    settings = sync_settings(simulator)
+    sync(settings, database_url, "initial")
+    other = dataclasses.replace(settings.servicetitan, tenant_id=settings.servicetitan.tenant_id + 1)
+
+    with pytest.raises(SyncError, match=r"mirrors ServiceTitan tenant \d+ .*not tenant \d+"):
+        sync(dataclasses.replace(settings, servicetitan=other), database_url)
+
+    assert scalar(database_url, "SELECT count(*) FROM workflow_events") == 0
+    assert scalar(database_url, "SELECT tenant_id FROM st_tenant") == settings.servicetitan.tenant_id
+
+
+class RecordingProgress(NullProgress):
+    """Keeps the total each entity started with."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int | None] = {}
+
+    def start(self, entity: str, kind: str, total: int | None) -> None:
+        self.totals[entity] = total
+
+
+def test_full_sync_starts_with_row_estimate(database_url: str, simulator: SimulatorServer) -> None:
+    settings = sync_settings(simulator)
+    sync(settings, database_url, "initial")
+    progress = RecordingProgress()
+
+    asyncio.run(run_sync(settings, database_url, kind="full", entities=["customer"], progress=progress))
+
+    # Statistics may lag a little behind the table, so only the order of magnitude is checked.
+    total = progress.totals["customer"]
+    assert total is not None
+    assert simulator.sim.counts()["customer"] // 2 <= total <= simulator.sim.counts()["customer"] * 2
