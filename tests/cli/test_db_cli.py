@@ -123,3 +123,17 @@ def test_invalid_config_gives_exit_2(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "engine.flood_limit" in result.stderr
+
+
+def test_shell_runs_psql_on_database(database_url: str, tmp_path: Path) -> None:
+    result = _rulesd("--database-url", database_url, "db", "shell", "-Atc", "SELECT count(*) FROM st_tenant", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_shell_passes_psql_exit_code(database_url: str, tmp_path: Path) -> None:
+    result = _rulesd("--database-url", database_url, "db", "shell", "-c", "SELECT * FROM no_such_table", cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "no_such_table" in result.stderr
