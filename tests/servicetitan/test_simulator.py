@@ -250,3 +250,24 @@ def test_server_rejects_request_without_token(server: SimulatorServer) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 401
+
+
+# Fields that a status change may change; every other field must stay as it was.
+STATUS_FIELDS = {
+    "estimate": {"status", "modifiedOn", "soldOn", "soldBy"},
+    "job": {"jobStatus", "modifiedOn", "completedOn", "soldById", "total"},
+}
+
+
+@pytest.mark.parametrize(("entity", "change", "status"), [("estimate", "sell_estimate", "Open"), ("job", "complete_job", "Scheduled")])
+def test_status_change_keeps_other_fields(entity: str, change: str, status: str) -> None:
+    sim = Simulator(seed=3, customers=200)
+    table = sim.table(entity)
+    indexes = [i for i in range(table.count) if sim.status_name(entity, i) == status][:20]
+    assert indexes
+
+    for index in indexes:
+        before = sim.record(entity, index)
+        after = sim.apply(change, id=before["id"])
+        changed = {key for key in after if after[key] != before[key]}
+        assert changed <= STATUS_FIELDS[entity], (before["id"], changed - STATUS_FIELDS[entity])

@@ -412,6 +412,9 @@ def job_parts(sim: Simulator, index: int) -> tuple[int, int]:
 
 def _job(sim: Simulator, index: int) -> dict[str, Any]:
     rng = sim.rng("job", index)
+    # Values that exist only in some statuses come from their own generator,
+    # so a status change does not shift the draws of unrelated fields.
+    status_rng = sim.rng("job", index, salt=11)
     customer, location = job_parts(sim, index)
     status = sim.status_name("job", index)
     table = sim.tables["job"]
@@ -421,7 +424,7 @@ def _job(sim: Simulator, index: int) -> dict[str, Any]:
     job_type = rng.randrange(sim.tables["job_type"].count)
     completed_on = None
     if status == "Completed":
-        completed_on = timestamp(table.modified[index] - rng.randrange(3600) * MICROS)
+        completed_on = timestamp(table.modified[index] - status_rng.randrange(3600) * MICROS)
     total = invoice_cents(sim, index)[2]
     return {
         **_base(sim, "job", index),
@@ -448,7 +451,7 @@ def _job(sim: Simulator, index: int) -> dict[str, Any]:
         "leadCallId": None,
         "partnerLeadCallId": None,
         "bookingId": None,
-        "soldById": _ref_id(sim, "technician", rng) if status == "Completed" else None,
+        "soldById": _ref_id(sim, "technician", status_rng) if status == "Completed" else None,
         "customerPo": "",
         "invoiceId": sim.tables["invoice"].record_id(index),
         "membershipId": None,
@@ -571,6 +574,7 @@ def estimate_items(sim: Simulator, index: int) -> tuple[list[dict[str, Any]], in
 
 def _estimate(sim: Simulator, index: int) -> dict[str, Any]:
     rng = sim.rng("estimate", index)
+    status_rng = sim.rng("estimate", index, salt=12)  # for soldBy, as in _job
     table = sim.tables["estimate"]
     job = table.parent[index]
     customer, location = job_parts(sim, job)
@@ -591,7 +595,7 @@ def _estimate(sim: Simulator, index: int) -> dict[str, Any]:
         "reviewStatus": "None",
         "summary": None,
         "soldOn": timestamp(table.modified[index]) if status == "Sold" else None,
-        "soldBy": _ref_id(sim, "technician", rng) if status == "Sold" else None,
+        "soldBy": _ref_id(sim, "technician", status_rng) if status == "Sold" else None,
         "items": items,
         "externalLinks": [],
         "subtotal": subtotal / 100,
