@@ -1,6 +1,7 @@
 """Settings from ``rulesd.yaml`` and the environment.
 
-The file is validated against ``schema/config.schema.json``. Secrets (the
+The file, the environment variables and the command-line overrides are
+each validated against ``schema/config.schema.json``. Secrets (the
 ServiceTitan client secret, the Anthropic API key, the Twilio auth token,
 the SMTP password) are read only from the environment and are never part
 of ``repr`` or a log line. Every key, its default and its unit is listed in
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +31,10 @@ from rulesd.resources import schema_path
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = "rulesd.yaml"
+
+# Words read as booleans from the environment and from command-line values.
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,21 @@ SECRET_KEYS = {
     ("email", "password"),
 }
 
+# Keys whose values the configuration errors never show: the fields left out
+# of ``repr``, which are the secrets, the app key and the database URL.
+SENSITIVE_KEYS = frozenset(
+    (section.name, item.name)
+    for section in fields(Settings)
+    if is_dataclass(section.default)
+    for item in fields(section.default)
+    if not item.repr
+)
+
+HIDDEN_VALUE = "the value is not shown because it may contain a credential"
+
+# A function that names where an invalid value came from, given its path in the document.
+Describe = Callable[[Sequence[Any]], str]
+
 
 def load_settings(
     path: Path | None = None,
@@ -215,25 +238,42 @@ def load_settings(
 ) -> Settings:
     """Load settings from ``path`` (or ``./rulesd.yaml`` when it exists) and the environment.
 
-    ``overrides`` (from command-line options) win over both. Raise
-    ``ConfigError`` naming the file, the key and the problem.
+    ``overrides`` (from command-line options) win over both. The file, the
+    environment variables and the overrides are each checked against the
+    schema. Raise ``ConfigError`` listing every invalid value with the file
+    and key or the variable it came from.
     """
     env = os.environ if environ is None else environ
     source = _resolve_path(path)
     document = _read_file(source) if source else {}
-    _validate(document, source)
+    _reject_secrets(document, source)
+
+    schema = json.loads(schema_path("config.schema.json").read_text(encoding="utf-8"))
+    variables = _read_environment(env, schema)
+    options = _nest({
+        (section, key): value
+        for section, values in (overrides or {}).items()
+        for key, value in values.items()
+        if value is not None
+    })
+    names = {key: name for key, (name, _) in variables.items()}
+
+    def describe_variable(path: Sequence[Any]) -> str:
+        return f"environment variable {names.get(tuple(path[:2]), '')} ({_dotted(path)})"
+
+    problems = [
+        *_problems(document, schema, lambda path: f"{source}: {_dotted(path)}"),
+        *_problems(_nest({key: value for key, (_, value) in variables.items()}), schema, describe_variable),
+        *_problems(options, schema, lambda path: f"command-line option for {_dotted(path)}"),
+    ]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
     merged: dict[str, dict[str, Any]] = {key: dict(value) for key, value in document.items()}
-    for (section, key), names in ENVIRONMENT.items():
-        for name in names:
-            value = env.get(name)
-            if value:
-                merged.setdefault(section, {})[key] = value
-                break
-    for section, values in (overrides or {}).items():
-        for key, value in values.items():
-            if value is not None:
-                merged.setdefault(section, {})[key] = value
+    for (section, key), (_, value) in variables.items():
+        merged.setdefault(section, {})[key] = value
+    for section, values in options.items():
+        merged.setdefault(section, {}).update(values)
 
     settings = _build(Settings, merged, "")
     return _replace_source(settings, source)
@@ -268,7 +308,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     return document
 
 
-def _validate(document: dict[str, Any], source: Path | None) -> None:
+def _reject_secrets(document: dict[str, Any], source: Path | None) -> None:
     for section, key in SECRET_KEYS:
         if isinstance(document.get(section), dict) and key in document[section]:
             names = " or ".join(ENVIRONMENT[(section, key)])
@@ -276,15 +316,102 @@ def _validate(document: dict[str, Any], source: Path | None) -> None:
                 f"{source}: {section}.{key} is a secret and may not be set in the file",
                 hint=f"remove it and set the environment variable {names} instead",
             )
-    schema = json.loads(schema_path("config.schema.json").read_text(encoding="utf-8"))
+
+
+def _read_environment(
+    env: Mapping[str, str], schema: Mapping[str, Any]
+) -> dict[tuple[str, str], tuple[str, Any]]:
+    """Return each setting set in ``env`` as (variable name, value converted to the schema's type)."""
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
+    for (section, key), names in ENVIRONMENT.items():
+        for name in names:
+            text = env.get(name)
+            if text:
+                spec = schema["properties"].get(section, {}).get("properties", {}).get(key, {})
+                found[(section, key)] = (name, _convert(text, spec))
+                break
+    return found
+
+
+def _convert(text: str, spec: Mapping[str, Any]) -> Any:
+    """Convert a variable's text to the first JSON type of ``spec`` it parses as, else keep the text.
+
+    Text that fits no type is kept, so the schema check reports it with its variable.
+    """
+    types = _json_types(spec)
+    stripped = text.strip()
+    if "integer" in types:
+        try:
+            return int(stripped)
+        except ValueError:
+            pass
+    if "number" in types:
+        try:
+            number = float(stripped)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+    if "boolean" in types and stripped.lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[stripped.lower()]
+    return text
+
+
+def _json_types(spec: Mapping[str, Any]) -> set[str]:
+    declared = spec.get("type", [])
+    types = {declared} if isinstance(declared, str) else set(declared)
+    for branch in spec.get("anyOf", []):
+        types |= _json_types(branch)
+    return types
+
+
+def _nest(values: Mapping[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    document: dict[str, dict[str, Any]] = {}
+    for (section, key), value in values.items():
+        document.setdefault(section, {})[key] = value
+    return document
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _problems(document: Mapping[str, Any], schema: Mapping[str, Any], describe: Describe) -> list[str]:
+    """Return one line per invalid value in ``document``, named by ``describe``.
+
+    Secrets are not in the schema, so they are only checked for control
+    characters, which a value copied with its line break would contain.
+    """
+    checked = {
+        section: {key: value for key, value in values.items() if (section, key) not in SECRET_KEYS}
+        if isinstance(values, Mapping) else values
+        for section, values in document.items()
+    }
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for error in errors:
-            location = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-            lines.append(f"{source}: {location}: {error.message}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    errors = sorted(validator.iter_errors(checked), key=lambda e: [str(part) for part in e.absolute_path])
+    lines = [f"{describe(list(error.absolute_path))}: {_error_text(error)}" for error in errors]
+
+    for section, key in sorted(SENSITIVE_KEYS):
+        values = document.get(section)
+        value = values.get(key) if isinstance(values, Mapping) else None
+        if isinstance(value, str) and any(unicodedata.category(char) == "Cc" for char in value):
+            lines.append(f"{describe([section, key])}: the value contains a line break or another "
+                         f"control character ({HIDDEN_VALUE})")
+    return lines
+
+
+def _error_text(error: jsonschema.ValidationError) -> str:
+    """Describe a schema error; the value of a sensitive key is left out."""
+    if tuple(error.absolute_path)[:2] in SENSITIVE_KEYS:
+        if error.validator == "type":
+            expected = error.validator_value
+            names = [expected] if isinstance(expected, str) else list(expected)
+            return f"expected {' or '.join(names)} ({HIDDEN_VALUE})"
+        return f"the value fails the schema's {error.validator!r} check ({HIDDEN_VALUE})"
+    if error.validator == "pattern" and isinstance(error.schema, Mapping) and "description" in error.schema:
+        return f"{error.instance!r} is not {error.schema['description']}"
+    return error.message
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
@@ -316,10 +443,8 @@ def _coerce(raw: Any, hint: Any, key: str) -> Any:
             if isinstance(raw, bool):
                 return raw
             lowered = str(raw).strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
+            if lowered in BOOLEAN_WORDS:
+                return BOOLEAN_WORDS[lowered]
             raise ValueError(f"expected true or false, got {raw!r}")
         if "int" in text and "str" not in text:
             return int(raw)
