@@ -189,6 +189,39 @@ def test_file_app_key_error_hides_value(tmp_path: Path) -> None:
     assert "12345678" not in str(raised.value)
 
 
+@pytest.mark.parametrize("name", ["SERVICE_TITAN_API_URL", "SERVICE_TITAN_AUTH_URL", "ANTHROPIC_BASE_URL"])
+@pytest.mark.parametrize("value", ["127.0.0.1:18765", "localhost:8080/connect/token", "ftp://example.com", "http://"])
+def test_environment_url_without_scheme(name: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ={name: value})
+    message = raised.value.message
+    assert name in message
+    assert repr(value) in message
+    assert "http:// or https://" in message
+
+
+def test_file_url_without_scheme(tmp_path: Path) -> None:
+    path = _write(tmp_path, "servicetitan:\n  api_url: 127.0.0.1:18765\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, environ={})
+    assert "servicetitan.api_url" in raised.value.message
+    assert "http:// or https://" in raised.value.message
+
+
+def test_url_with_scheme_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={
+        "SERVICE_TITAN_API_URL": "http://127.0.0.1:18765",
+        "SERVICE_TITAN_AUTH_URL": "https://auth.example.com/connect/token",
+    })
+
+    assert settings.servicetitan.api_url == "http://127.0.0.1:18765"
+    assert settings.servicetitan.auth_url == "https://auth.example.com/connect/token"
+
+
 def test_invalid_option_names_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 

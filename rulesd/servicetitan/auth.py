@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from rulesd.errors import AuthenticationError, TransientAPIError
+from rulesd.errors import AuthenticationError, ConfigError, TransientAPIError
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,14 @@ class TokenProvider:
         started = time.monotonic()
         try:
             response = await self._http.post(self._token_url, data=form)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # A URL without http:// or https:// fails the same way on every attempt.
+            raise ConfigError(
+                f"token request to {self._token_url!r} failed: the URL is invalid "
+                f"({type(exc).__name__}: {exc})",
+                hint="set SERVICE_TITAN_AUTH_URL (servicetitan.auth_url) to an http:// or https:// "
+                "URL, or unset it to use the environment's preset",
+            ) from exc
         except httpx.HTTPError as exc:
             raise TransientAPIError(
                 f"token request to {self._token_url} failed: {type(exc).__name__}",

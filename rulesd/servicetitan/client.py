@@ -32,6 +32,8 @@ ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "integration": ("https://auth-integration.servicetitan.io", "https://api-integration.servicetitan.io"),
 }
 TOKEN_PATH = "/connect/token"
+AUTH_URL_VARIABLE = "SERVICE_TITAN_AUTH_URL (servicetitan.auth_url)"
+API_URL_VARIABLE = "SERVICE_TITAN_API_URL (servicetitan.api_url)"
 
 BACKOFF_BASE = 1.0  # seconds before the first retry
 BACKOFF_CAP = 60.0  # seconds, the longest wait between two attempts
@@ -394,6 +396,13 @@ class ServiceTitanClient:
             response = await self._http.get(url, params=params, headers=headers)
         except httpx.TimeoutException as exc:
             raise _RetryableFailure(f"timed out ({type(exc).__name__})") from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # A URL without http:// or https:// fails the same way on every attempt.
+            raise ConfigError(
+                f"GET {endpoint}: the request URL is invalid ({type(exc).__name__}: {exc})",
+                hint=f"set {API_URL_VARIABLE} to an http:// or https:// URL, or unset it to use "
+                "the environment's preset",
+            ) from exc
         except httpx.LocalProtocolError:
             # h11's message quotes the offending header value, which is the token or the app key.
             raise ConfigError(
@@ -547,7 +556,22 @@ def resolve_urls(settings: ServiceTitanSettings) -> tuple[str, str]:
     if auth_url.endswith(TOKEN_PATH):
         auth_url = auth_url[: -len(TOKEN_PATH)]
     api_url = (settings.api_url or preset_api).rstrip("/")
+    _check_base_url(settings.auth_url or preset_auth, AUTH_URL_VARIABLE)
+    _check_base_url(settings.api_url or preset_api, API_URL_VARIABLE)
     return auth_url, api_url
+
+
+def _check_base_url(url: str, variable: str) -> None:
+    """Raise ``ConfigError`` unless ``url`` is an http:// or https:// URL with a host and a valid port."""
+    hint = f"set {variable} to an http:// or https:// URL, or unset it to use the environment's preset"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"{variable} {url!r} is not a valid URL: {exc}", hint=hint) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"{variable} {url!r} is not an http:// or https:// URL with a host", hint=hint)
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ConfigError(f"{variable} {url!r} has port {parsed.port}, outside 1 to 65535", hint=hint)
 
 
 def check_credentials(settings: ServiceTitanSettings) -> None:

@@ -6,11 +6,12 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from rulesd.config import ServiceTitanSettings
@@ -238,3 +239,62 @@ def test_app_key_with_line_break_not_echoed(caplog: pytest.LogCaptureFixture) ->
     for record in caplog.records:
         if record.name.startswith("rulesd"):
             assert APP_KEY not in record.getMessage()
+
+
+def mock_settings(**overrides: Any) -> ServiceTitanSettings:
+    values: dict[str, Any] = {
+        "environment": "custom", "tenant_id": 7, "client_id": "cid", "client_secret": SECRET,
+        "app_key": APP_KEY, "auth_url": "http://127.0.0.1:1", "api_url": "http://127.0.0.1:1",
+        "page_delay": timedelta(0), "max_retries": 3, "rate_limit": 0,
+    }
+    return ServiceTitanSettings(**{**values, **overrides})
+
+
+async def mock_list(settings: ServiceTitanSettings, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+    transport = httpx.MockTransport(handler)
+    async with ServiceTitanClient(settings, transport=transport, backoff_base=0.01, backoff_cap=0.02) as client:
+        async for _ in client.iter_list(ENTITIES["invoice"]):
+            pass
+
+
+@pytest.mark.parametrize(("key", "name"), [("api_url", "SERVICE_TITAN_API_URL"),
+                                           ("auth_url", "SERVICE_TITAN_AUTH_URL")])
+@pytest.mark.parametrize("url", ["127.0.0.1:18765", "ftp://127.0.0.1", "http://", "http://127.0.0.1:99999"])
+def test_client_rejects_url_without_scheme(key: str, name: str, url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ServiceTitanClient(mock_settings(**{key: url}))
+
+    assert name in raised.value.message
+    assert repr(url) in raised.value.message
+
+
+@pytest.mark.parametrize("error", [httpx.UnsupportedProtocol("unsupported"), httpx.InvalidURL("invalid")])
+def test_unusable_api_url_not_retried(error: Exception) -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if request.url.path == "/connect/token":
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 900})
+        raise error
+
+    with pytest.raises(ConfigError) as raised:
+        run(mock_list(mock_settings(), handler))
+
+    assert "SERVICE_TITAN_API_URL" in str(raised.value)
+    assert [request.url.path for request in requests] == ["/connect/token", "/accounting/v2/tenant/7/invoices"]
+
+
+@pytest.mark.parametrize("error", [httpx.UnsupportedProtocol("unsupported"), httpx.InvalidURL("invalid")])
+def test_unusable_auth_url_not_retried(error: Exception) -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        raise error
+
+    with pytest.raises(ConfigError) as raised:
+        run(mock_list(mock_settings(), handler))
+
+    assert "SERVICE_TITAN_AUTH_URL" in str(raised.value)
+    assert [request.url.path for request in requests] == ["/connect/token"]
