@@ -1,0 +1,64 @@
+"""``rulesd sync`` through the real command line: option checks, error messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMAND_TIMEOUT = 180  # seconds
+
+# Credentials that pass the presence check. Tests using them fail before
+# any request, and the URLs point at the discard port on loopback anyway.
+PLACEHOLDER_CREDENTIALS = {
+    "SERVICE_TITAN_TENANT_ID": "1000",
+    "SERVICE_TITAN_CLIENT_ID": "cid.placeholder",
+    "SERVICE_TITAN_CLIENT_SECRET": "cs.placeholder",
+    "SERVICE_TITAN_APP_KEY": "ak1.placeholder",
+    "SERVICE_TITAN_AUTH_URL": "http://127.0.0.1:9",
+    "SERVICE_TITAN_API_URL": "http://127.0.0.1:9",
+}
+
+
+def clean_environment(**variables: str) -> dict[str, str]:
+    """Return this process's environment without rulesd's variables, plus ``variables``."""
+    prefixes = ("RULESD_", "SERVICETITAN_", "SERVICE_TITAN_")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    environment.update(variables)
+    return environment
+
+
+def run_rulesd(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rulesd.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://postgres:secret pw@127.0.0.1:9/x", "secret pw"),
+        ("127.0.0.1:9/secretdb", "secretdb"),
+        ("host=127.0.0.1 port=9 password=secret pw", "secret"),
+    ],
+)
+def test_sync_invalid_database_url_one_line(url: str, secret: str, tmp_path: Path) -> None:
+    env = clean_environment(RULESD_DATABASE_URL=url, **PLACEHOLDER_CREDENTIALS)
+
+    result = run_rulesd("sync", cwd=tmp_path, env=env)
+
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: the database URL is not valid")
+    assert "hint: write it as postgresql://user:password@host:port/dbname" in result.stderr
+    assert len(result.stderr.splitlines()) == 2
+    assert "Traceback" not in result.stderr
+    assert secret not in result.stderr
+    assert secret not in result.stdout
