@@ -15,7 +15,7 @@ from rulesd.cli.context import CliContext
 from rulesd.servicetitan.client import check_credentials
 from rulesd.config import Settings
 from rulesd.db import migrate
-from rulesd.errors import SyncError
+from rulesd.errors import DatabaseError, SyncError
 from rulesd.servicetitan.catalog import ENTITIES
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ def sync(
     # Missing credentials are reported before the database is started or migrated.
     check_credentials(settings.servicetitan)
     url = context.database_url_or_start()
-    if not no_migrate:
+    if no_migrate:
+        _check_schema_current(url)
+    else:
         for name in migrate.upgrade(url):
             logger.info("applied migration %s", name, extra={"event": "migration_applied"})
 
@@ -99,6 +101,18 @@ def sync(
             f"{len(report.failed)} of {len(report.results)} entities failed: {reasons}",
             hint="fix the cause and run rulesd sync again; it resumes where each entity stopped",
         )
+
+
+def _check_schema_current(url: str) -> None:
+    """Raise ``DatabaseError`` when a migration is pending, before a sync fails on a missing table."""
+    pending = migrate.pending(url)
+    if not pending:
+        return
+    noun = "migration" if len(pending) == 1 else "migrations"
+    raise DatabaseError(
+        f"the database schema is not up to date: {len(pending)} {noun} pending, starting with {pending[0]}",
+        hint="run `rulesd db upgrade`, or drop --no-migrate",
+    )
 
 
 def _run_schedule(settings: Settings, url: str) -> None:

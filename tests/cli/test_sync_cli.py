@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from rulesd.db import migrate
+from rulesd.servicetitan.simulator import SimulatorServer
+from rulesd.servicetitan.simulator.testing import running_simulator
 
 COMMAND_TIMEOUT = 180  # seconds
 
@@ -29,6 +34,19 @@ def clean_environment(**variables: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     environment.update(variables)
     return environment
+
+
+def simulator_environment(server: SimulatorServer, database_url: str) -> dict[str, str]:
+    """Return an environment that points rulesd at ``server`` and ``database_url``."""
+    return clean_environment(
+        RULESD_DATABASE_URL=database_url,
+        SERVICE_TITAN_TENANT_ID=str(server.tenant_id),
+        SERVICE_TITAN_CLIENT_ID=server.client_id,
+        SERVICE_TITAN_CLIENT_SECRET=server.client_secret,
+        SERVICE_TITAN_APP_KEY=server.app_key,
+        SERVICE_TITAN_AUTH_URL=server.base_url,
+        SERVICE_TITAN_API_URL=server.base_url,
+    )
 
 
 def run_rulesd(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -62,3 +80,27 @@ def test_sync_invalid_database_url_one_line(url: str, secret: str, tmp_path: Pat
     assert "Traceback" not in result.stderr
     assert secret not in result.stderr
     assert secret not in result.stdout
+
+
+def test_sync_no_migrate_pending_schema(empty_database_url: str, tmp_path: Path) -> None:
+    env = clean_environment(RULESD_DATABASE_URL=empty_database_url, **PLACEHOLDER_CREDENTIALS)
+
+    result = run_rulesd("sync", "--initial", "--no-migrate", cwd=tmp_path, env=env)
+
+    pending_count = len(migrate.discover())
+    assert result.returncode == 3
+    assert result.stderr.startswith(
+        f"error: the database schema is not up to date: {pending_count} migrations pending, starting with 0001_"
+    )
+    assert "hint: run `rulesd db upgrade`, or drop --no-migrate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert migrate.pending(empty_database_url) == [m.path.name for m in migrate.discover()]
+
+
+def test_sync_no_migrate_current_schema(database_url: str, tmp_path: Path) -> None:
+    with running_simulator(seed=5, customers=20) as server:
+        env = simulator_environment(server, database_url)
+        result = run_rulesd("sync", "--entity", "campaign", "--no-migrate", "--json", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "succeeded"
