@@ -26,11 +26,10 @@ SUMMARY_WIDTH = 160  # characters, for the summary table when output is piped
 
 
 @click.command()
-@click.option("--initial", "kind", flag_value="initial", help="Load every record, firing no change events.")
+@click.option("--initial", is_flag=True, help="Load every record, firing no change events.")
 @click.option(
     "--full",
-    "kind",
-    flag_value="full",
+    is_flag=True,
     help="Re-read every record, firing no change events, and mark rows ServiceTitan no longer returns as missing.",
 )
 @click.option(
@@ -51,7 +50,8 @@ SUMMARY_WIDTH = 160  # characters, for the summary table when output is piped
 @pass_context
 def sync(
     context: CliContext,
-    kind: str | None,
+    initial: bool,
+    full: bool,
     entities: tuple[str, ...],
     as_json: bool,
     schedule: bool,
@@ -64,8 +64,20 @@ def sync(
     interrupted initial or full load is finished first. Exits with status 5
     when any entity failed.
     """
+    if initial and full:
+        raise click.UsageError("--initial and --full are mutually exclusive, so pass only one of them")
+    kind: str | None = None
+    if initial:
+        kind = "initial"
+    elif full:
+        kind = "full"
     if schedule and (kind or entities):
         raise click.UsageError("--schedule syncs every entity on the configured schedule; drop --initial, --full and --entity")
+    if schedule and as_json:
+        raise click.UsageError(
+            "--schedule and --json are mutually exclusive because a scheduled sync prints no summary."
+            " For JSON log lines, run rulesd --log-format json sync --schedule"
+        )
     settings = context.settings
     # Missing credentials are reported before the database is started or migrated.
     check_credentials(settings.servicetitan)

@@ -104,3 +104,27 @@ def test_sync_no_migrate_current_schema(database_url: str, tmp_path: Path) -> No
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (("--initial", "--full"), ("--initial", "--full")),
+        (("--full", "--initial"), ("--initial", "--full")),
+        (("--schedule", "--json"), ("--schedule", "--json")),
+        (("--schedule", "--full"), ("--schedule", "--full")),
+    ],
+    ids=["initial-full", "full-initial", "schedule-json", "schedule-full"],
+)
+def test_sync_conflicting_options_rejected(options: tuple[str, ...], named: tuple[str, ...], tmp_path: Path) -> None:
+    # A rejected command never reaches the database, so it needs no server.
+    env = clean_environment(RULESD_DATABASE_URL="postgresql://postgres@127.0.0.1:9/x", **PLACEHOLDER_CREDENTIALS)
+
+    result = run_rulesd("sync", *options, cwd=tmp_path, env=env)
+
+    assert result.returncode == 2
+    error_line = result.stderr.strip().splitlines()[-1]
+    assert error_line.startswith("Error: ")
+    for option in named:
+        assert option in error_line
+    assert result.stdout == ""
