@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 # request never starts with a token that runs out on the way.
 REFRESH_MARGIN = 60.0  # seconds
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
 
 @dataclass
 class AccessToken:
@@ -43,6 +45,7 @@ class TokenProvider:
     ) -> None:
         self._http = http
         self._token_url = token_url
+        self._token_target = display_url(token_url)  # no credentials, for messages
         self._client_id = client_id
         self._client_secret = client_secret
         self._refresh_margin = refresh_margin
@@ -80,15 +83,16 @@ class TokenProvider:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             # A URL without http:// or https:// fails the same way on every attempt.
             raise ConfigError(
-                f"token request to {self._token_url!r} failed: the URL is invalid "
+                f"token request to {self._token_target} failed: the URL is invalid "
                 f"({type(exc).__name__}: {exc})",
                 hint="set SERVICE_TITAN_AUTH_URL (servicetitan.auth_url) to an http:// or https:// "
                 "URL, or unset it to use the environment's preset",
             ) from exc
         except httpx.HTTPError as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise TransientAPIError(
-                f"token request to {self._token_url} failed: {type(exc).__name__}",
-                endpoint=self._token_url,
+                f"token request to {self._token_target} failed ({detail})",
+                endpoint=self._token_target,
             ) from exc
 
         if response.status_code in (400, 401, 403):
@@ -97,15 +101,15 @@ class TokenProvider:
                 f"{self._client_id!r} (HTTP {response.status_code}, "
                 f"{_oauth_error(response)})",
                 status=response.status_code,
-                endpoint=self._token_url,
+                endpoint=self._token_target,
                 hint="check SERVICE_TITAN_CLIENT_ID and SERVICE_TITAN_CLIENT_SECRET and that "
                 "they belong to the configured environment (production or integration)",
             )
         if response.status_code != 200:
             raise TransientAPIError(
-                f"token request to {self._token_url} returned HTTP {response.status_code}",
+                f"token request to {self._token_target} returned HTTP {response.status_code}",
                 status=response.status_code,
-                endpoint=self._token_url,
+                endpoint=self._token_target,
             )
         try:
             payload = response.json()
@@ -119,9 +123,9 @@ class TokenProvider:
                 raise ValueError("expires_in is invalid")
         except (ValueError, KeyError, TypeError) as exc:
             raise TransientAPIError(
-                f"token response from {self._token_url} is not a valid token JSON body",
+                f"token response from {self._token_target} is not a valid token JSON body",
                 status=response.status_code,
-                endpoint=self._token_url,
+                endpoint=self._token_target,
             ) from exc
 
         logger.info(
@@ -130,6 +134,25 @@ class TokenProvider:
             extra={"event": "servicetitan_token_fetched", "client_id": self._client_id},
         )
         return AccessToken(value=value, expires_at=started + lifetime)
+
+
+def display_url(url: httpx.URL | str) -> str:
+    """Return ``url`` as scheme://host:port/path for messages and logs.
+
+    The user name, password and query string are left out. The port is
+    given even when it is the scheme's default, so a wrong one shows.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "an invalid URL"
+    if not parsed.scheme or not parsed.host:
+        # A URL without a scheme parses as a bare path, such as "127.0.0.1:8080/connect/token".
+        return parsed.path
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    port = parsed.port or DEFAULT_PORTS.get(parsed.scheme)
+    netloc = f"{host}:{port}" if port else host
+    return f"{parsed.scheme}://{netloc}{parsed.path}"
 
 
 def _oauth_error(response: httpx.Response) -> str:

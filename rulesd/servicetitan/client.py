@@ -19,7 +19,7 @@ import httpx
 
 from rulesd.config import ServiceTitanSettings
 from rulesd.errors import AuthenticationError, ConfigError, ServiceTitanError, TransientAPIError
-from rulesd.servicetitan.auth import TokenProvider
+from rulesd.servicetitan.auth import TokenProvider, display_url
 from rulesd.servicetitan.catalog import Entity
 from rulesd.servicetitan.pages import MalformedPage, PageBody, RecordArray, decode_page, loads
 from rulesd.servicetitan.ratelimit import RateLimiter, shared_limiter
@@ -225,8 +225,8 @@ class ServiceTitanClient:
             if not page.continue_from or page.continue_from == token:
                 # Asking again with the same (or no) token would read the same pages forever.
                 raise ServiceTitanError(
-                    f"the {entity.name} export feed returned hasMore true without a new "
-                    f"continueFrom token (got {page.continue_from!r} after {token!r})",
+                    f"the {entity.name} export feed at {display_url(url)} returned hasMore true "
+                    f"without a new continueFrom token (got {page.continue_from!r} after {token!r})",
                     endpoint=httpx.URL(url).path,
                     hint="the next sync run starts again from the saved position; "
                     "report the trace to ServiceTitan if it repeats",
@@ -316,17 +316,18 @@ class ServiceTitanClient:
         if self._http is None or self._auth is None or self._limiter is None:
             raise RuntimeError("ServiceTitanClient must be used inside 'async with'")
         endpoint = httpx.URL(url).path
+        target = display_url(url)  # scheme, host, port and path, for messages and logs
         max_retries = self.settings.max_retries
         refreshed_after_401 = False
         attempt = 0
         while True:
             try:
-                return await self._attempt(url, endpoint, params, page)
+                return await self._attempt(url, endpoint, target, params, page)
             except _Unauthorized as unauthorized:
                 self._auth.invalidate(unauthorized.token)
                 if refreshed_after_401:
                     raise AuthenticationError(
-                        f"ServiceTitan rejected the access token on {endpoint} twice "
+                        f"ServiceTitan rejected the access token on {target} twice "
                         f"(HTTP 401, {unauthorized.title or 'no title'})",
                         status=401,
                         endpoint=endpoint,
@@ -338,13 +339,13 @@ class ServiceTitanClient:
                 refreshed_after_401 = True
                 logger.info(
                     "access token rejected on %s, fetching a new one",
-                    endpoint,
+                    target,
                     extra={"event": "servicetitan_token_rejected", "endpoint": endpoint},
                 )
             except _RetryableFailure as failure:
                 if attempt >= max_retries:
                     raise TransientAPIError(
-                        f"GET {endpoint} failed after {attempt + 1} attempts: {failure.reason}",
+                        f"GET {target} failed after {_attempts(attempt + 1)}: {failure.reason}",
                         status=failure.status,
                         endpoint=endpoint,
                         trace_id=failure.trace_id,
@@ -357,7 +358,7 @@ class ServiceTitanClient:
                 self.stats.retries += 1
                 logger.warning(
                     "GET %s failed (%s); retry %d of %d in %.1f s",
-                    endpoint,
+                    target,
                     failure.reason,
                     attempt,
                     max_retries,
@@ -375,7 +376,9 @@ class ServiceTitanClient:
         # many workers spread out without collapsing to zero.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def _attempt(self, url: str, endpoint: str, params: dict[str, str], page: PageKind | None) -> Any:
+    async def _attempt(
+        self, url: str, endpoint: str, target: str, params: dict[str, str], page: PageKind | None
+    ) -> Any:
         assert self._http is not None
         assert self._auth is not None
         assert self._limiter is not None
@@ -399,14 +402,14 @@ class ServiceTitanClient:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             # A URL without http:// or https:// fails the same way on every attempt.
             raise ConfigError(
-                f"GET {endpoint}: the request URL is invalid ({type(exc).__name__}: {exc})",
+                f"GET {target}: the request URL is invalid ({type(exc).__name__}: {exc})",
                 hint=f"set {API_URL_VARIABLE} to an http:// or https:// URL, or unset it to use "
                 "the environment's preset",
             ) from exc
         except httpx.LocalProtocolError:
             # h11's message quotes the offending header value, which is the token or the app key.
             raise ConfigError(
-                f"GET {endpoint}: a request header is invalid",
+                f"GET {target}: a request header is invalid",
                 hint="check SERVICE_TITAN_APP_KEY for spaces or line breaks",
             ) from None
         except httpx.TransportError as exc:
@@ -415,15 +418,17 @@ class ServiceTitanClient:
         self.stats.bytes += len(response.content)
         logger.debug(
             "GET %s -> %d in %.3f s",
-            endpoint,
+            target,
             response.status_code,
             time.monotonic() - started,
             extra={"event": "servicetitan_request", "endpoint": endpoint,
                    "status": response.status_code},
         )
-        return self._handle(response, endpoint, token, page)
+        return self._handle(response, endpoint, target, token, page)
 
-    def _handle(self, response: httpx.Response, endpoint: str, token: str, page: PageKind | None) -> Any:
+    def _handle(
+        self, response: httpx.Response, endpoint: str, target: str, token: str, page: PageKind | None
+    ) -> Any:
         status = response.status_code
         if status == 200:
             return _decode_body(response, page)
@@ -449,7 +454,7 @@ class ServiceTitanClient:
             )
         if status == 403:
             raise AuthenticationError(
-                f"ServiceTitan denied access to {endpoint} (HTTP 403, {title or 'no title'})",
+                f"ServiceTitan denied access to {target} (HTTP 403, {title or 'no title'})",
                 status=status,
                 endpoint=endpoint,
                 trace_id=trace_id,
@@ -457,7 +462,7 @@ class ServiceTitanClient:
                 hint="grant the app the read scope of this endpoint in the developer portal",
             )
         raise ServiceTitanError(
-            f"GET {endpoint} failed with HTTP {status}: {title or 'no title'}",
+            f"GET {target} failed with HTTP {status}: {title or 'no title'}",
             status=status,
             endpoint=endpoint,
             trace_id=trace_id,
@@ -471,6 +476,10 @@ class _Unauthorized(Exception):
         self.token = token
         self.title = title
         self.trace_id = trace_id
+
+
+def _attempts(count: int) -> str:
+    return "1 attempt" if count == 1 else f"{count} attempts"
 
 
 def _decode_body(response: httpx.Response, page: PageKind | None) -> Any:

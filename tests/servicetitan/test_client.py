@@ -264,6 +264,19 @@ def test_client_gives_up_after_max_retries(server: SimulatorServer) -> None:
     assert "3 attempts" in caught.value.message
 
 
+def test_failure_message_names_host_and_port(server: SimulatorServer) -> None:
+    server.faults.burst(100, status=502)
+
+    async def scenario() -> None:
+        async with ServiceTitanClient(client_settings(server, max_retries=1), **FAST) as client:
+            await export_ids(client, ENTITIES["customer"])
+
+    with pytest.raises(TransientAPIError) as caught:
+        run(scenario())
+    assert caught.value.endpoint == "/crm/v2/tenant/1000/export/customers"
+    assert f"GET {server.base_url}/crm/v2/tenant/1000/export/customers failed after 2 attempts" in caught.value.message
+
+
 def test_wrong_credentials_give_one_clear_error(server: SimulatorServer) -> None:
     async def scenario() -> None:
         settings = client_settings(server, client_secret="wrong-secret")

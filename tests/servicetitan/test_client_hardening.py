@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
@@ -128,6 +129,8 @@ def test_export_without_new_token_stops(continue_from: Any) -> None:
         run(export_pages(settings_for(server)))
 
     assert "without a new continueFrom" in raised.value.message
+    assert f"{server.url}/crm/v2/tenant/7/export/customers" in raised.value.message
+    assert raised.value.endpoint == "/crm/v2/tenant/7/export/customers"
     assert len(server.api_requests) == 2
 
 
@@ -298,3 +301,83 @@ def test_unusable_auth_url_not_retried(error: Exception) -> None:
 
     assert "SERVICE_TITAN_AUTH_URL" in str(raised.value)
     assert [request.url.path for request in requests] == ["/connect/token"]
+
+
+def closed_port() -> int:
+    """Return a loopback port that was just free, so a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_connection_failure_names_host_and_port(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    api_url = f"http://127.0.0.1:{closed_port()}"
+
+    with ScriptedServer([]) as server, pytest.raises(TransientAPIError) as raised:
+        settings = ServiceTitanSettings(**{**settings_for(server).__dict__, "api_url": api_url})
+        run(list_pages(settings))
+
+    message = raised.value.message
+    assert f"GET {api_url}/accounting/v2/tenant/7/invoices failed after 2 attempts: connection failed" in message
+    assert raised.value.endpoint == "/accounting/v2/tenant/7/invoices"
+    assert f"GET {api_url}/accounting/v2/tenant/7/invoices failed (connection failed" in caplog.text
+    rulesd_lines = [record.getMessage() for record in caplog.records if record.name.startswith("rulesd")]
+    for text in [str(raised.value), *rulesd_lines]:
+        assert SECRET not in text
+        assert APP_KEY not in text
+        assert TOKEN not in text
+
+
+def test_failure_message_hides_query_and_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/connect/token":
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 900})
+        return httpx.Response(503, json={"title": "Service Unavailable"})
+
+    settings = mock_settings(api_url="https://user:url-password@api.example.test", max_retries=1)
+    with pytest.raises(TransientAPIError) as raised:
+        run(mock_list(settings, handler))
+
+    message = raised.value.message
+    assert "GET https://api.example.test:443/accounting/v2/tenant/7/invoices failed after 2 attempts" in message
+    assert raised.value.endpoint == "/accounting/v2/tenant/7/invoices"
+    # httpx logs each full URL at INFO, which rulesd's logging setup filters out, so only rulesd's lines count.
+    rulesd_lines = [record.getMessage() for record in caplog.records if record.name.startswith("rulesd")]
+    assert rulesd_lines
+    for text in [str(raised.value), *rulesd_lines]:
+        assert "pageSize" not in text
+        assert "url-password" not in text
+        assert SECRET not in text
+        assert APP_KEY not in text
+        assert TOKEN not in text
+
+
+@pytest.mark.parametrize(("status", "expected"), [(403, "denied access to"), (404, "failed with HTTP 404")])
+def test_client_error_names_host_and_port(status: int, expected: str) -> None:
+    reply: Reply = (status, {}, {"title": "Not allowed", "traceId": "trace-1"})
+
+    with ScriptedServer([reply]) as server, pytest.raises(ServiceTitanError) as raised:
+        run(list_pages(settings_for(server)))
+
+    message = raised.value.message
+    assert expected in message
+    assert f"{server.url}/accounting/v2/tenant/7/invoices" in message
+    assert "pageSize" not in message
+    assert raised.value.endpoint == "/accounting/v2/tenant/7/invoices"
+    assert raised.value.status == status
+
+
+def test_token_failure_names_host_without_credentials() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    settings = mock_settings(auth_url="http://user:url-password@127.0.0.1:9", max_retries=0)
+    with pytest.raises(TransientAPIError) as raised:
+        run(mock_list(settings, handler))
+
+    assert "http://127.0.0.1:9/connect/token" in raised.value.message
+    assert "url-password" not in str(raised.value)
+    assert SECRET not in str(raised.value)
