@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rulesd.db import migrate
+from rulesd.servicetitan.catalog import ENTITY_LIST
 from rulesd.servicetitan.simulator import SimulatorServer
 from rulesd.servicetitan.simulator.testing import running_simulator
 
@@ -128,3 +129,31 @@ def test_sync_conflicting_options_rejected(options: tuple[str, ...], named: tupl
     for option in named:
         assert option in error_line
     assert result.stdout == ""
+
+
+def test_sync_help_lists_entities_lazily(tmp_path: Path) -> None:
+    # Print the help in a fresh interpreter, then the heavy modules it loaded.
+    script = (
+        "import sys\n"
+        "from rulesd.cli import main\n"
+        "try:\n"
+        "    main(['sync', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('loaded:', *sorted(m for m in sys.argv[1:] if m in sys.modules))\n"
+    )
+    heavy = ["httpx", "rich", "rulesd.servicetitan.client", "rulesd.sync.orchestrator"]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *heavy],
+        cwd=tmp_path,
+        env=clean_environment(COLUMNS="80"),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+    assert result.returncode == 0, result.stderr
+    entity_help = " ".join(result.stdout.split("--entity NAME", 1)[1].split("--json", 1)[0].split())
+    for entity in ENTITY_LIST:
+        assert f" {entity.name}," in entity_help or f" {entity.name}." in entity_help
+    assert result.stdout.splitlines()[-1] == "loaded:"
