@@ -326,15 +326,18 @@ class ServiceTitanClient:
             except _Unauthorized as unauthorized:
                 self._auth.invalidate(unauthorized.token)
                 if refreshed_after_401:
+                    # The token endpoint just issued the second token, so the token is
+                    # unlikely to be the cause.
                     raise AuthenticationError(
-                        f"ServiceTitan rejected the access token on {target} twice "
-                        f"(HTTP 401, {unauthorized.title or 'no title'})",
+                        f"ServiceTitan rejected GET {target} with HTTP 401 even with a new "
+                        f"access token ({unauthorized.title or 'no title'})",
                         status=401,
                         endpoint=endpoint,
                         trace_id=unauthorized.trace_id,
                         title=unauthorized.title,
-                        hint="check SERVICE_TITAN_APP_KEY and that the app is connected to "
-                        "tenant " + str(self.tenant_id),
+                        hint="check SERVICE_TITAN_APP_KEY, which is sent as the ST-App-Key header, "
+                        f"and that the app is connected to tenant {self.tenant_id} "
+                        "(SERVICE_TITAN_TENANT_ID)",
                     ) from None
                 refreshed_after_401 = True
                 logger.info(

@@ -301,6 +301,11 @@ def test_wrong_app_key_raises_authentication_error(server: SimulatorServer) -> N
         run(scenario())
     assert caught.value.status == 401
     assert caught.value.trace_id
+    assert "even with a new access token" in caught.value.message
+    assert "rejected the access token" not in caught.value.message
+    assert "SERVICE_TITAN_APP_KEY" in (caught.value.hint or "")
+    assert "ST-App-Key" in (caught.value.hint or "")
+    assert f"tenant {server.tenant_id}" in (caught.value.hint or "")
 
 
 def test_missing_credentials_raise_config_error() -> None:

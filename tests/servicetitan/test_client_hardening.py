@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from rulesd.config import ServiceTitanSettings
-from rulesd.errors import ConfigError, ServiceTitanError, TransientAPIError
+from rulesd.errors import AuthenticationError, ConfigError, ServiceTitanError, TransientAPIError
 from rulesd.servicetitan.catalog import ENTITIES
 from rulesd.servicetitan.client import ServiceTitanClient
 from rulesd.servicetitan.records import convert_value, extract_columns, parse_datetime, parse_money
@@ -381,3 +381,32 @@ def test_token_failure_names_host_without_credentials() -> None:
     assert "http://127.0.0.1:9/connect/token" in raised.value.message
     assert "url-password" not in str(raised.value)
     assert SECRET not in str(raised.value)
+
+
+def test_wrong_app_key_message_names_app_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path == "/connect/token":
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 900})
+        return httpx.Response(401, json={"title": "Unauthorized", "traceId": "trace-401"})
+
+    with pytest.raises(AuthenticationError) as raised:
+        run(mock_list(mock_settings(), handler))
+
+    message = raised.value.message
+    hint = raised.value.hint or ""
+    assert "rejected GET http://127.0.0.1:1/accounting/v2/tenant/7/invoices" in message
+    assert "even with a new access token" in message
+    assert "SERVICE_TITAN_APP_KEY" in hint
+    assert "ST-App-Key" in hint
+    assert "tenant 7" in hint
+    assert raised.value.trace_id == "trace-401"
+    assert paths == ["/connect/token", "/accounting/v2/tenant/7/invoices"] * 2
+    rulesd_lines = [record.getMessage() for record in caplog.records if record.name.startswith("rulesd")]
+    for text in [str(raised.value), *rulesd_lines]:
+        assert SECRET not in text
+        assert APP_KEY not in text
+        assert TOKEN not in text
