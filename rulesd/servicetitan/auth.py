@@ -98,12 +98,13 @@ class TokenProvider:
         if response.status_code in (400, 401, 403):
             raise AuthenticationError(
                 f"ServiceTitan rejected the client credentials for client id "
-                f"{self._client_id!r} (HTTP {response.status_code}, "
+                f"{self._client_id!r} at {self._token_target} (HTTP {response.status_code}, "
                 f"{_oauth_error(response)})",
                 status=response.status_code,
                 endpoint=self._token_target,
-                hint="check SERVICE_TITAN_CLIENT_ID and SERVICE_TITAN_CLIENT_SECRET and that "
-                "they belong to the configured environment (production or integration)",
+                hint="check SERVICE_TITAN_CLIENT_ID and SERVICE_TITAN_CLIENT_SECRET: both come from "
+                "one environment, production or integration, and SERVICE_TITAN_ENVIRONMENT must "
+                "name that environment",
             )
         if response.status_code != 200:
             raise TransientAPIError(

@@ -181,6 +181,48 @@ class ServiceTitanClient:
             await self._http.aclose()
         self._http = None
 
+    async def check_credentials(self) -> None:
+        """Fetch an access token unless a valid one is cached, sending no API request.
+
+        Call it before a sync run reads any entity, so a wrong client id or
+        secret fails once instead of once per entity. Raise
+        ``AuthenticationError`` when the token endpoint rejects the
+        credentials, and ``TransientAPIError`` when token requests still fail
+        after ``max_retries`` retries. The app key is checked only by the
+        first API request.
+        """
+        if self._http is None or self._auth is None:
+            raise RuntimeError("ServiceTitanClient must be used inside 'async with'")
+        max_retries = self.settings.max_retries
+        attempt = 0
+        while True:
+            try:
+                await self._auth.get_token()
+                return
+            except TransientAPIError as exc:
+                if attempt >= max_retries:
+                    raise TransientAPIError(
+                        f"{exc.message}, after {_attempts(attempt + 1)}",
+                        status=exc.status,
+                        endpoint=exc.endpoint,
+                        hint="check SERVICE_TITAN_AUTH_URL and the network, or run again "
+                        "later if ServiceTitan's token endpoint is down",
+                    ) from exc
+                delay = self._retry_delay(attempt, None)
+                attempt += 1
+                self.stats.retries += 1
+                logger.warning(
+                    "%s (retry %d of %d in %.1f s)",
+                    exc.message,
+                    attempt,
+                    max_retries,
+                    delay,
+                    extra={"event": "servicetitan_token_retry", "status": exc.status, "attempt": attempt},
+                )
+                await asyncio.sleep(delay)
+            finally:
+                self.stats.token_requests = self._auth.requests
+
     def endpoint_url(self, entity: Entity, path: str) -> str:
         return f"{self.api_url}/{entity.module}/v2/tenant/{self.tenant_id}/{path}"
 

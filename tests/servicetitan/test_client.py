@@ -290,6 +290,49 @@ def test_wrong_credentials_give_one_clear_error(server: SimulatorServer) -> None
     assert "invalid_client" in message
     assert "wrong-secret" not in message
     assert server.stats.token_requests >= 1
+    assert_credentials_hint(caught.value.hint)
+
+
+def assert_credentials_hint(hint: str | None) -> None:
+    assert hint is not None
+    assert "SERVICE_TITAN_CLIENT_ID" in hint
+    assert "SERVICE_TITAN_CLIENT_SECRET" in hint
+    assert "SERVICE_TITAN_ENVIRONMENT" in hint
+    assert "production" in hint
+    assert "integration" in hint
+
+
+def test_check_credentials_rejects_wrong_secret(server: SimulatorServer) -> None:
+    async def scenario() -> None:
+        settings = client_settings(server, client_secret="wrong-secret")
+        async with ServiceTitanClient(settings, **FAST) as client:
+            await client.check_credentials()
+
+    api_requests = server.stats.requests
+    token_requests = server.stats.token_requests
+    with pytest.raises(AuthenticationError) as caught:
+        run(scenario())
+    assert caught.value.status == 400
+    assert "invalid_client" in caught.value.message
+    assert "wrong-secret" not in str(caught.value)
+    assert_credentials_hint(caught.value.hint)
+    assert server.stats.token_requests == token_requests + 1
+    assert server.stats.requests == api_requests
+
+
+def test_check_credentials_token_reused_by_requests(server: SimulatorServer) -> None:
+    async def scenario() -> Any:
+        async with ServiceTitanClient(client_settings(server), **FAST) as client:
+            await client.check_credentials()
+            checked = client.stats.token_requests, client.stats.requests
+            await list_ids(client, ENTITIES["business_unit"])
+            return checked, client.stats
+
+    (token_requests, requests), stats = run(scenario())
+    assert token_requests == 1
+    assert requests == 0
+    assert stats.token_requests == 1
+    assert stats.requests == 1
 
 
 def test_wrong_app_key_raises_authentication_error(server: SimulatorServer) -> None:

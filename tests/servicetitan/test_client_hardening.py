@@ -410,3 +410,75 @@ def test_wrong_app_key_message_names_app_key(caplog: pytest.LogCaptureFixture) -
         assert SECRET not in text
         assert APP_KEY not in text
         assert TOKEN not in text
+
+
+async def check_credentials(settings: ServiceTitanSettings, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+    transport = httpx.MockTransport(handler)
+    async with ServiceTitanClient(settings, transport=transport, backoff_base=0.01, backoff_cap=0.02) as client:
+        await client.check_credentials()
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (400, {"error": "invalid_client"}),
+    (401, {"error": "invalid_client"}),
+    (401, b""),
+])
+def test_check_credentials_rejected(status: int, body: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(status, content=body) if isinstance(body, bytes) else httpx.Response(status, json=body)
+
+    with pytest.raises(AuthenticationError) as raised:
+        run(check_credentials(mock_settings(), handler))
+
+    hint = raised.value.hint or ""
+    assert raised.value.status == status
+    assert "client id 'cid'" in raised.value.message
+    assert "http://127.0.0.1:1/connect/token" in raised.value.message
+    assert "SERVICE_TITAN_CLIENT_ID" in hint
+    assert "SERVICE_TITAN_CLIENT_SECRET" in hint
+    assert "SERVICE_TITAN_ENVIRONMENT" in hint
+    assert paths == ["/connect/token"]
+    rulesd_lines = [record.getMessage() for record in caplog.records if record.name.startswith("rulesd")]
+    for text in [str(raised.value), *rulesd_lines]:
+        assert SECRET not in text
+        assert APP_KEY not in text
+
+
+def test_check_credentials_retries_token_endpoint() -> None:
+    replies = [httpx.Response(503), httpx.Response(200, json={"access_token": TOKEN, "expires_in": 900})]
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return replies[len(paths) - 1]
+
+    run(check_credentials(mock_settings(), handler))
+
+    assert paths == ["/connect/token", "/connect/token"]
+
+
+def test_check_credentials_gives_up_after_max_retries() -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(TransientAPIError) as raised:
+        run(check_credentials(mock_settings(max_retries=2), handler))
+
+    assert "http://127.0.0.1:1/connect/token" in raised.value.message
+    assert "3 attempts" in raised.value.message
+    assert paths == ["/connect/token"] * 3
+    assert SECRET not in str(raised.value)
+
+
+def test_check_credentials_outside_context_manager() -> None:
+    client = ServiceTitanClient(mock_settings())
+
+    with pytest.raises(RuntimeError, match="async with"):
+        run(client.check_credentials())
