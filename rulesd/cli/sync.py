@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Coroutine, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -16,7 +20,12 @@ from rulesd.db import migrate
 from rulesd.errors import DatabaseError, SyncError
 from rulesd.servicetitan.catalog import ENTITY_LIST
 
+if TYPE_CHECKING:
+    from rulesd.sync.report import SyncReport
+
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 pass_context = click.make_pass_decorator(CliContext)
 
@@ -67,20 +76,47 @@ def sync(
     interrupted initial or full load is finished first. Exits with status 5
     when any entity failed.
     """
+    kind = _requested_kind(initial, full, entities, as_json, schedule)
+    if schedule:
+        url = _prepare_database(context, no_migrate)
+        _run_schedule(context.settings, url)
+        return
+
+    stop = SignalStop()
+    with stop.installed():
+        try:
+            url = _prepare_database(context, no_migrate)
+            report = _run_once(context.settings, url, kind, entities, stop)
+        except BaseException:
+            if stop.received is None:
+                raise
+            # The stop surfaces as KeyboardInterrupt, as the cancellation, or
+            # as an error from a connection that it cut short.
+            logger.debug("sync stopped by %s", stop.received.name, exc_info=True)
+            _exit_interrupted(stop.received)
+    _print_report(report, as_json)
+
+
+def _requested_kind(initial: bool, full: bool, entities: tuple[str, ...], as_json: bool, schedule: bool) -> str:
+    """Return the sync kind the flags request; raise ``click.UsageError`` for flags that conflict."""
     if initial and full:
         raise click.UsageError("--initial and --full are mutually exclusive, so pass only one of them")
-    kind: str | None = None
-    if initial:
-        kind = "initial"
-    elif full:
-        kind = "full"
-    if schedule and (kind or entities):
+    if schedule and (initial or full or entities):
         raise click.UsageError("--schedule syncs every entity on the configured schedule; drop --initial, --full and --entity")
     if schedule and as_json:
         raise click.UsageError(
             "--schedule and --json are mutually exclusive because a scheduled sync prints no summary."
             " For JSON log lines, run rulesd --log-format json sync --schedule"
         )
+    if initial:
+        return "initial"
+    if full:
+        return "full"
+    return "incremental"
+
+
+def _prepare_database(context: CliContext, no_migrate: bool) -> str:
+    """Check the credentials, start the database if needed, and migrate or check its schema. Return its URL."""
     from rulesd.servicetitan.client import check_credentials
 
     settings = context.settings
@@ -92,21 +128,25 @@ def sync(
     else:
         for name in migrate.upgrade(url):
             logger.info("applied migration %s", name, extra={"event": "migration_applied"})
+    return url
 
-    if schedule:
-        _run_schedule(settings, url)
-        return
 
-    from rich.console import Console
-
+def _run_once(settings: Settings, url: str, kind: str, entities: tuple[str, ...], stop: SignalStop) -> SyncReport:
     from rulesd.sync.orchestrator import run_sync
-    from rulesd.sync.progress import make_progress, summary_table
+    from rulesd.sync.progress import make_progress
 
     progress = make_progress(terminal=sys.stderr.isatty())
     try:
-        report = asyncio.run(run_sync(settings, url, kind=kind or "incremental", entities=entities, progress=progress))
+        return asyncio.run(stop.run(run_sync(settings, url, kind=kind, entities=entities, progress=progress)))
     finally:
         progress.close()
+
+
+def _print_report(report: SyncReport, as_json: bool) -> None:
+    """Print the summary, then raise ``SyncError`` when any entity failed."""
+    from rich.console import Console
+
+    from rulesd.sync.progress import summary_table
 
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
@@ -120,6 +160,18 @@ def sync(
             f"{len(report.failed)} of {len(report.results)} entities failed: {reasons}",
             hint="fix the cause and run rulesd sync again; it resumes where each entity stopped",
         )
+
+
+def _exit_interrupted(signum: signal.Signals) -> NoReturn:
+    # Every batch commits with its entity's checkpoint, and the next run starts
+    # by marking the log rows this run left running as interrupted
+    # (rulesd.sync.state.fail_interrupted_runs).
+    click.echo(
+        f"sync interrupted by {signum.name}; run `rulesd sync` to resume where it stopped"
+        " (that run also closes the st_sync_log rows this one left running)",
+        err=True,
+    )
+    sys.exit(128 + signum)
 
 
 def _check_schema_current(url: str) -> None:
@@ -146,3 +198,51 @@ def _run_schedule(settings: Settings, url: str) -> None:
 
     click.echo("running syncs on schedule; press Ctrl-C to stop", err=True)
     asyncio.run(main())
+
+
+class SignalStop:
+    """Signal handlers that turn SIGINT and SIGTERM into a clean stop of a one-shot sync.
+
+    While ``run`` awaits the sync, the first signal cancels its task, so
+    every connection closes and the sync lock is released on the way out.
+    A second signal, or one outside ``run``, raises ``KeyboardInterrupt``.
+    ``received`` is the first signal caught. A signal that the parent
+    process set to be ignored stays ignored, as SIGINT is for a background
+    job of a non-interactive shell.
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous: dict[signal.Signals, Any] = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` in the current task, which the first signal cancels."""
+        self._task = asyncio.current_task()
+        try:
+            return await coroutine
+        finally:
+            self._task = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.received is None
+        if first:
+            self.received = signal.Signals(signum)
+        task = self._task
+        if first and task is not None and not task.done():
+            # asyncio.Runner's own SIGINT handler (Python 3.11) cancels its main task the same way.
+            task.cancel()
+            task.get_loop().call_soon_threadsafe(lambda: None)  # wake the loop's selector
+            return
+        raise KeyboardInterrupt

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from rulesd.db import migrate
@@ -16,6 +19,8 @@ from rulesd.servicetitan.simulator import SimulatorServer
 from rulesd.servicetitan.simulator.testing import running_simulator
 
 COMMAND_TIMEOUT = 180  # seconds
+RESPONSE_DELAY = 0.5  # seconds the simulator waits before each response, so a sync is still running when signalled
+POLL_INTERVAL = 0.05  # seconds between looks at the sync log
 
 # Credentials that pass the presence check. Tests using them fail before
 # any request, and the URLs point at the discard port on loopback anyway.
@@ -153,7 +158,64 @@ def test_sync_help_lists_entities_lazily(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    entity_help = " ".join(result.stdout.split("--entity NAME", 1)[1].split("--json", 1)[0].split())
+    after_option = result.stdout.split("--entity NAME", 1)[1]
+    entity_help = " ".join(after_option.split("--json", 1)[0].split())  # click wraps the help text
     for entity in ENTITY_LIST:
         assert f" {entity.name}," in entity_help or f" {entity.name}." in entity_help
     assert result.stdout.splitlines()[-1] == "loaded:"
+
+
+def sync_log_statuses(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM st_sync_log GROUP BY status").fetchall()
+    return {status: count for status, count in rows}
+
+
+def wait_for_running_sync(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    while sync_log_statuses(url).get("running", 0) == 0:
+        assert process.poll() is None, "the sync exited before it could be signalled"
+        assert time.monotonic() < deadline, "no entity sync started"
+        time.sleep(POLL_INTERVAL)
+
+
+@pytest.mark.parametrize(("signum", "exit_status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["int", "term"])
+def test_sync_signal_stops_with_message(
+    signum: signal.Signals, exit_status: int, database_url: str, tmp_path: Path
+) -> None:
+    with running_simulator(seed=5, customers=50) as server:
+        env = simulator_environment(server, database_url)
+        server.faults.delay = RESPONSE_DELAY
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rulesd.cli", "sync", "--initial"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for_running_sync(database_url, process)
+            process.send_signal(signum)
+            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+        finally:
+            process.kill()
+            process.wait()
+        left_running = sync_log_statuses(database_url).get("running", 0)
+
+        server.faults.reset()
+        rerun = run_rulesd("sync", "--json", cwd=tmp_path, env=env)
+
+    assert process.returncode == exit_status
+    assert stdout == ""
+    assert stderr.splitlines()[-1] == (
+        f"sync interrupted by {signum.name}; run `rulesd sync` to resume where it stopped"
+        " (that run also closes the st_sync_log rows this one left running)"
+    )
+    assert "Aborted!" not in stderr
+    assert "Traceback" not in stderr
+    assert left_running > 0
+    # The message's promises: the next run closes those rows and resumes.
+    assert rerun.returncode == 0, rerun.stderr
+    assert sync_log_statuses(database_url).get("running", 0) == 0
+    assert any(entity["resumed"] for entity in json.loads(rerun.stdout)["entities"])
