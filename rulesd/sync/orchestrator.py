@@ -33,7 +33,7 @@ from psycopg import sql
 
 from rulesd.config import Settings
 from rulesd.db.connect import async_connect
-from rulesd.errors import RulesdError, ServiceTitanError, SyncError
+from rulesd.errors import RulesdError, SyncError
 from rulesd.logs import log_context
 from rulesd.servicetitan.catalog import ENTITY_LIST, Entity, get_entity
 from rulesd.servicetitan.client import ServiceTitanClient
@@ -184,6 +184,9 @@ async def _run_locked(
     try:
         if own_client:
             await api.__aenter__()
+            # Wrong credentials or an unusable URL fail here once, with their
+            # own message and hint, instead of once per entity.
+            await api.check_credentials()
         results = await _run_tiers(settings, database_url, kind, selected, reporter, api, run_id)
     finally:
         if own_client:
@@ -575,10 +578,7 @@ class EntitySync:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ServiceTitanError):
-        where = f" ({exc.endpoint})" if exc.endpoint else ""
-        return f"{exc.message}{where}"
-    if isinstance(exc, RulesdError):
+    if isinstance(exc, RulesdError):  # the client's messages name the URL themselves
         return exc.message
     if isinstance(exc, psycopg.Error):
         text = str(exc).strip()

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from rulesd.config import Settings
-from rulesd.errors import SyncError, TransientAPIError
+from rulesd.errors import AuthenticationError, SyncError, TransientAPIError
 from rulesd.servicetitan.catalog import ENTITIES, ENTITY_LIST, Entity
 from rulesd.servicetitan.client import ServiceTitanClient
 from rulesd.servicetitan.simulator import SimulatorServer
@@ -350,3 +350,15 @@ def test_full_sync_starts_with_row_estimate(database_url: str, simulator: Simula
     total = progress.totals["customer"]
     assert total is not None
     assert simulator.sim.counts()["customer"] // 2 <= total <= simulator.sim.counts()["customer"] * 2
+
+
+def test_wrong_secret_fails_once_before_any_entity(database_url: str, simulator: SimulatorServer) -> None:
+    settings = sync_settings(simulator)
+    wrong = dataclasses.replace(settings.servicetitan, client_secret="wrong-secret")
+
+    with pytest.raises(AuthenticationError) as raised:
+        sync(dataclasses.replace(settings, servicetitan=wrong), database_url, "initial")
+
+    assert "SERVICE_TITAN_CLIENT_SECRET" in (raised.value.hint or "")
+    assert "wrong-secret" not in str(raised.value)
+    assert scalar(database_url, "SELECT count(*) FROM st_sync_log") == 0
