@@ -13,7 +13,10 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 CORRELATION_KEYS = ("sync_run_id", "event_id", "rule_id", "instance_id", "step_run_id", "entity", "entity_id")
 
@@ -78,6 +81,54 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class ConsoleHandler(logging.Handler):
+    """A logging handler that writes formatted records through a rich ``Console``, above its live display."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            # Printed as plain text and never wrapped, so a JSON line stays one line as formatted.
+            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging.Handler's contract: report, never raise
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def log_through_console(console: Console) -> Iterator[None]:
+    """Send the records of ``configure_logging``'s handler through ``console`` for the block.
+
+    A rich live display (progress bars) redraws itself below whatever the
+    console prints, but not below text written to stderr behind its back.
+    The replacement copies the handler's formatter, filters and level, and
+    the handler is put back afterwards. Without a rulesd handler on the root
+    logger, nothing changes.
+    """
+    root = logging.getLogger()
+    swaps: list[tuple[logging.Handler, ConsoleHandler]] = []
+    for handler in [h for h in root.handlers if getattr(h, "_rulesd", False)]:
+        replacement = ConsoleHandler(console)
+        replacement.setLevel(handler.level)
+        replacement.setFormatter(handler.formatter)
+        for log_filter in handler.filters:
+            replacement.addFilter(log_filter)
+        replacement._rulesd = True  # type: ignore[attr-defined]
+        root.removeHandler(handler)
+        root.addHandler(replacement)
+        swaps.append((handler, replacement))
+    try:
+        yield
+    finally:
+        for handler, replacement in swaps:
+            # If configure_logging replaced the handlers inside the block, keep its choice.
+            if replacement in root.handlers:
+                root.removeHandler(replacement)
+                root.addHandler(handler)
 
 
 def configure_logging(level: str = "info", format: str = "text") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Protocol
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rulesd.logs import log_through_console
 from rulesd.sync.report import EntityResult, SyncReport
 from rulesd.sync.upsert import UpsertCounts
 
@@ -97,7 +99,11 @@ class LogProgress:
 
 
 class RichProgress:
-    """One progress bar per entity: records, rate, and an ETA where the total is known."""
+    """One progress bar per entity: records, rate, and an ETA where the total is known.
+
+    While the bars show, rulesd's log records print through the same console,
+    above the bars, so a log line does not break the display.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
@@ -111,7 +117,9 @@ class RichProgress:
         )
         self._tasks: dict[str, TaskID] = {}
         self._started: dict[str, float] = {}
+        self._logging = contextlib.ExitStack()
         self._progress.start()
+        self._logging.enter_context(log_through_console(self.console))
 
     def start(self, entity: str, kind: str, total: int | None) -> None:
         self._started[entity] = time.monotonic()
@@ -142,6 +150,7 @@ class RichProgress:
 
     def close(self) -> None:
         self._progress.stop()
+        self._logging.close()
 
 
 def _of_total(total: int | None) -> str:
