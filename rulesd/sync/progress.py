@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from rulesd.logs import log_through_console
 from rulesd.sync.report import EntityResult, SyncReport
@@ -187,39 +190,76 @@ def make_progress(*, terminal: bool, quiet: bool = False) -> ProgressReporter:
 
 
 def summary_table(report: SyncReport) -> Table:
-    """Build the end-of-run table: one row per entity, then the totals."""
-    table = Table(title=f"{report.kind} sync {report.run_id}", title_justify="left")
-    table.add_column("entity")
-    table.add_column("kind")
-    for name in ("fetched", "created", "updated", "unchanged", "failed", "missing", "seconds"):
-        table.add_column(name, justify="right")
-    table.add_column("status")
-    for result in report.results:
-        counts = result.counts
-        table.add_row(
-            result.entity,
-            result.kind + (" (resumed)" if result.resumed else ""),
-            f"{counts.received:,}",
-            f"{counts.created:,}",
-            f"{counts.updated:,}",
-            f"{counts.unchanged:,}",
-            f"{counts.failed:,}",
-            f"{result.missing:,}",
-            f"{result.seconds:.1f}",
-            result.status if result.status == "succeeded" else f"[red]{result.status}[/red]",
-        )
+    """Build the end-of-run table: one row per entity, and the totals as its footer.
+
+    The read kind shared by every row goes in the title, and a row notes
+    after its entity name only how it differs: another kind, resumed,
+    failed, failed records. The missing column appears only when a full
+    read ran, because no other read marks rows missing.
+
+    NOTE: the table fits 80 columns while the fetched and unchanged totals
+    stay under ten million and, with a missing column, the created, updated
+    and missing totals under a million. Past that, rich cuts the rightmost
+    column on an 80-column terminal.
+    """
+    kinds = {result.kind for result in report.results}
+    shared_kind = kinds.pop() if len(kinds) == 1 else report.kind
     totals = report.totals
-    table.add_row(
-        "total",
-        "",
-        f"{totals.received:,}",
-        f"{totals.created:,}",
-        f"{totals.updated:,}",
-        f"{totals.unchanged:,}",
-        f"{totals.failed:,}",
-        f"{sum(r.missing for r in report.results):,}",
-        f"{report.seconds:.1f}",
-        "succeeded" if report.succeeded else "[red]failed[/red]",
-        style="bold",
+    title = _summary_title(report, shared_kind)
+    table = Table(
+        title=title,
+        title_justify="left",
+        min_width=len(title),  # a title wider than the columns would wrap
+        box=box.SIMPLE,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        show_footer=True,
+        footer_style="bold",
     )
+    # Entity names are single words, so wrapping only moves a row's notes to their own line.
+    longest_name = max((len(result.entity) for result in report.results), default=0)
+    table.add_column("entity", footer="total", min_width=longest_name)
+
+    columns: list[tuple[str, Callable[[EntityResult], str], str]] = [
+        ("fetched", lambda r: f"{r.counts.received:,}", f"{totals.received:,}"),
+        ("created", lambda r: f"{r.counts.created:,}", f"{totals.created:,}"),
+        ("updated", lambda r: f"{r.counts.updated:,}", f"{totals.updated:,}"),
+        ("unchanged", lambda r: f"{r.counts.unchanged:,}", f"{totals.unchanged:,}"),
+    ]
+    if "full" in {result.kind for result in report.results}:
+        missing = sum(result.missing for result in report.results)
+        columns.append(("missing", lambda r: f"{r.missing:,}", f"{missing:,}"))
+    columns.append(("seconds", lambda r: f"{r.seconds:.1f}", f"{report.seconds:.1f}"))
+    for header, _, footer in columns:
+        table.add_column(header, footer=footer, justify="right", no_wrap=True)
+
+    for result in report.results:
+        cells = [_entity_cell(result, shared_kind)] + [cell(result) for _, cell, _ in columns]
+        table.add_row(*cells, style=None if result.status == "succeeded" else "red")
     return table
+
+
+def _summary_title(report: SyncReport, shared_kind: str) -> str:
+    title = f"{report.kind} sync {report.run_id}"
+    if shared_kind != report.kind:
+        title += f" ({shared_kind} reads)"
+    if report.succeeded:
+        return f"{title} succeeded"
+    return f"{title}: {len(report.failed)} of {len(report.results)} entities failed"
+
+
+def _entity_cell(result: EntityResult, shared_kind: str) -> Text:
+    notes = []
+    if result.kind != shared_kind:
+        notes.append(result.kind)
+    if result.resumed:
+        notes.append("resumed")
+    if result.status != "succeeded":
+        notes.append(result.status)
+    if result.counts.failed:
+        notes.append(f"{result.counts.failed:,} failed records")
+    cell = Text(result.entity)
+    if notes:
+        cell.append(f" ({', '.join(notes)})")
+    return cell

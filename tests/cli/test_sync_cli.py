@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from rich.console import Console
 
 from rulesd.db import migrate
 from rulesd.servicetitan.catalog import ENTITY_LIST
 from rulesd.servicetitan.simulator import SimulatorServer
 from rulesd.servicetitan.simulator.testing import running_simulator
+from rulesd.sync.progress import summary_table
+from rulesd.sync.report import EntityResult, SyncReport
+from rulesd.sync.upsert import UpsertCounts
 
 COMMAND_TIMEOUT = 180  # seconds
 RESPONSE_DELAY = 0.5  # seconds the simulator waits before each response, so a sync is still running when signalled
@@ -219,3 +225,88 @@ def test_sync_signal_stops_with_message(
     assert rerun.returncode == 0, rerun.stderr
     assert sync_log_statuses(database_url).get("running", 0) == 0
     assert any(entity["resumed"] for entity in json.loads(rerun.stdout)["entities"])
+
+
+def fake_report(kind: str, row_kinds: dict[str, str], *, base_count: int, failed_entity: str | None = None) -> SyncReport:
+    """Build a report over every catalog entity with counts from ``base_count`` up, as a large tenant has."""
+    results = []
+    for index, entity in enumerate(ENTITY_LIST):
+        fetched = base_count + 7_919 * index
+        row_kind = row_kinds.get(entity.name, kind)
+        results.append(
+            EntityResult(
+                entity=entity.name,
+                kind=row_kind,
+                status="failed" if entity.name == failed_entity else "succeeded",
+                counts=UpsertCounts(
+                    received=fetched,
+                    created=fetched // 9,
+                    updated=fetched // 13,
+                    unchanged=fetched - fetched // 9 - fetched // 13,
+                    failed=3 if entity.name == failed_entity else 0,
+                ),
+                missing=index * 11 if row_kind == "full" else 0,
+                seconds=100.0 + index,
+                resumed=entity.name == "customer",
+            )
+        )
+    return SyncReport(run_id=uuid.uuid4(), kind=kind, results=tuple(results), seconds=1_234.5)
+
+
+def render_summary(report: SyncReport, width: int = 80) -> list[str]:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(summary_table(report))
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+
+def expected_cells(result: EntityResult, *, missing: bool) -> list[str]:
+    counts = result.counts
+    cells = [f"{counts.received:,}", f"{counts.created:,}", f"{counts.updated:,}", f"{counts.unchanged:,}"]
+    if missing:
+        cells.append(f"{result.missing:,}")
+    cells.append(f"{result.seconds:.1f}")
+    return cells
+
+
+def row_of(lines: list[str], entity: str) -> list[str]:
+    rows = [line.split() for line in lines if line.split()[:1] == [entity]]
+    assert len(rows) == 1, f"{entity} is not the first word of exactly one line"
+    return rows[0]
+
+
+@pytest.mark.parametrize("kind", ["initial", "full"])
+def test_summary_table_fits_80_columns(kind: str) -> None:
+    # About 1.2 million records, the size of a 50,000-customer tenant, so the totals have seven digits.
+    report = fake_report(kind, {}, base_count=6_000)
+
+    lines = render_summary(report)
+
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in "\n".join(lines)
+    assert "kind" not in lines[1].split()
+    assert lines[0].startswith(f"{kind} sync {report.run_id} succeeded")
+    for result in report.results:
+        expected = expected_cells(result, missing=kind == "full")
+        assert row_of(lines, result.entity)[-len(expected) :] == expected
+    totals = row_of(lines, "total")
+    assert f"{report.totals.received:,}" in totals
+    assert f"{report.totals.unchanged:,}" in totals
+
+
+def test_summary_table_notes_mixed_rows() -> None:
+    report = fake_report("incremental", {"job_type": "initial", "customer": "full"}, base_count=20_000, failed_entity="job")
+
+    lines = render_summary(report)
+
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in "\n".join(lines)
+    assert lines[0].startswith(f"incremental sync {report.run_id}: 1 of 17 entities failed")
+    for result in report.results:
+        expected = expected_cells(result, missing=True)
+        assert row_of(lines, result.entity)[-len(expected) :] == expected
+    # Rendered wide, so that no note wraps onto a line of its own.
+    line_by_entity = {line.split()[0]: line for line in render_summary(report, width=160) if line.split()}
+    assert "job_type (initial)" in line_by_entity["job_type"]
+    assert "customer (full, resumed)" in line_by_entity["customer"]
+    assert "job (failed, 3 failed records)" in line_by_entity["job"]
+    assert "(" not in line_by_entity["estimate"]
