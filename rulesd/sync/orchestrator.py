@@ -33,7 +33,7 @@ from psycopg import sql
 
 from rulesd.config import Settings
 from rulesd.db.connect import async_connect
-from rulesd.errors import RulesdError, SyncError
+from rulesd.errors import AuthenticationError, RulesdError, SyncError
 from rulesd.logs import log_context
 from rulesd.servicetitan.catalog import ENTITY_LIST, Entity, get_entity
 from rulesd.servicetitan.client import ServiceTitanClient
@@ -578,6 +578,9 @@ class EntitySync:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AuthenticationError) and exc.hint:
+        # The run's own hint is generic, so the entity's error carries what to check.
+        return f"{exc.message}; {exc.hint}"
     if isinstance(exc, RulesdError):  # the client's messages name the URL themselves
         return exc.message
     if isinstance(exc, psycopg.Error):

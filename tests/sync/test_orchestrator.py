@@ -362,3 +362,15 @@ def test_wrong_secret_fails_once_before_any_entity(database_url: str, simulator:
     assert "SERVICE_TITAN_CLIENT_SECRET" in (raised.value.hint or "")
     assert "wrong-secret" not in str(raised.value)
     assert scalar(database_url, "SELECT count(*) FROM st_sync_log") == 0
+
+
+def test_wrong_app_key_failure_names_app_key(database_url: str, simulator: SimulatorServer) -> None:
+    settings = sync_settings(simulator)
+    wrong = dataclasses.replace(settings.servicetitan, app_key="wrong-key")
+
+    report = sync(dataclasses.replace(settings, servicetitan=wrong), database_url, "initial", entities=["job"])
+
+    (result,) = report.results
+    assert result.status == "failed"
+    assert "SERVICE_TITAN_APP_KEY" in (result.error or "")
+    assert "wrong-key" not in (result.error or "")
