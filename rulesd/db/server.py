@@ -138,6 +138,9 @@ def redact_url(url: str) -> str:
     if parts.password:
         user = quote(parts.username or "", safe="")
         host = parts.hostname or ""
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:  # a port that is not a number, or out of range
+            port = ":" + parts.netloc.rpartition(":")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
     return urlunsplit(parts)

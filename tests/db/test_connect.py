@@ -67,3 +67,13 @@ def test_connect_unreachable_server_unchanged() -> None:
 
     assert caught.value.message.startswith("cannot connect to Postgres at postgresql://postgres:***@127.0.0.1:9/x")
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_redact_url_survives_invalid_port(port: str) -> None:
+    from rulesd.db.server import redact_url
+
+    redacted = redact_url(f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/x")
+
+    assert SECRET not in redacted
+    assert redacted == f"postgresql://postgres:***@127.0.0.1:{port}/x"
