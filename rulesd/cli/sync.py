@@ -137,6 +137,12 @@ def _run_once(settings: Settings, url: str, kind: str, entities: tuple[str, ...]
 
     progress = make_progress(terminal=sys.stderr.isatty())
     try:
+        if kind == "full":
+            # A full read writes no events, so changes made since the last
+            # incremental sync would arrive without theirs. Read them first,
+            # as the scheduler does before each full sync.
+            quiet = make_progress(terminal=False, quiet=True)
+            asyncio.run(stop.run(run_sync(settings, url, kind="incremental", entities=entities, progress=quiet)))
         return asyncio.run(stop.run(run_sync(settings, url, kind=kind, entities=entities, progress=progress)))
     finally:
         progress.close()

@@ -163,3 +163,25 @@ def test_cli_sync_killed_half_way_resumes(database_url: str, large_simulator: Si
         statuses = dict(conn.execute("SELECT status, count(*) FROM st_sync_log GROUP BY status").fetchall())
     assert statuses.get("running", 0) == 0
     assert statuses.get("failed", 0) >= 1  # the killed run's rows, closed as interrupted
+
+
+def test_cli_full_sync_keeps_pending_change_events(database_url: str, tmp_path: Path) -> None:
+    with running_simulator(seed=5, customers=100) as server:
+        config = write_config(tmp_path)
+        env = environment(server, database_url)
+        initial = subprocess.run(rulesd_command(config, "sync", "--initial", "--json"), env=env,
+                                 capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        assert initial.returncode == 0, initial.stderr
+        estimate = next(i for i in range(server.sim.table("estimate").count) if server.sim.status_name("estimate", i) == "Open")
+        sold = server.sim.apply("sell_estimate", id=server.sim.table("estimate").record_id(estimate))
+
+        full = subprocess.run(rulesd_command(config, "sync", "--full", "--json"), env=env,
+                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+
+    assert full.returncode == 0, full.stderr
+    assert json.loads(full.stdout)["kind"] == "full"
+    with psycopg.connect(database_url) as conn:
+        events = conn.execute(
+            "SELECT kind, status_to FROM workflow_events WHERE entity = 'estimate' AND entity_id = %s", (sold["id"],)
+        ).fetchall()
+    assert events == [("status_changed", "Sold")]
