@@ -216,7 +216,7 @@ async def _run_tiers(
     if kind != "incremental":
         # A history load writes no events, so no record needs its customer
         # stored first. Every entity waits in one queue, in tier order, and
-        # the next one starts as soon as any finishes: waiting for a whole
+        # the next one starts as soon as any finishes. Waiting for a whole
         # tier left cores idle behind its largest entity.
         return list(await asyncio.gather(*(guarded(entity) for entity in selected)))
 
@@ -533,13 +533,13 @@ class EntitySync:
         if not counts.failed or self.first_failure is None:
             return None
         first = self.first_failure
-        kept = counts.failed - self.dropped
+        stored_raw = counts.failed - self.dropped
         if not self.dropped:
             outcome = "their raw JSON was kept"
-        elif not kept:
+        elif not stored_raw:
             outcome = "none of them could be stored"
         else:
-            outcome = f"the raw JSON of {kept} was kept and {self.dropped} could not be stored"
+            outcome = f"the raw JSON of {stored_raw} was kept and {self.dropped} could not be stored"
         return (
             f"{counts.failed} records had values that could not be stored in typed columns"
             f" (first: id {first.record_id}: {first.error}); {outcome}"

@@ -97,24 +97,23 @@ def settings_for(server: ScriptedServer, *, max_retries: int = 1) -> ServiceTita
     )
 
 
-async def export_pages(settings: ServiceTitanSettings, limit: int = 20) -> list[Any]:
+async def _collect_pages(settings: ServiceTitanSettings, export: bool, limit: int) -> list[Any]:
     pages = []
     async with ServiceTitanClient(settings, backoff_base=0.01, backoff_cap=0.02) as client:
-        async for page in client.iter_export(ENTITIES["customer"]):
+        reader = client.iter_export(ENTITIES["customer"]) if export else client.iter_list(ENTITIES["invoice"])
+        async for page in reader:
             pages.append(page)
             if len(pages) >= limit:
                 break
     return pages
+
+
+async def export_pages(settings: ServiceTitanSettings, limit: int = 20) -> list[Any]:
+    return await _collect_pages(settings, True, limit)
 
 
 async def list_pages(settings: ServiceTitanSettings, limit: int = 20) -> list[Any]:
-    pages = []
-    async with ServiceTitanClient(settings, backoff_base=0.01, backoff_cap=0.02) as client:
-        async for page in client.iter_list(ENTITIES["invoice"]):
-            pages.append(page)
-            if len(pages) >= limit:
-                break
-    return pages
+    return await _collect_pages(settings, False, limit)
 
 
 def export_body(continue_from: Any, has_more: Any, data: Any = None) -> dict[str, Any]:
